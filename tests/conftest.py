@@ -1,0 +1,68 @@
+"""Shared fixtures.
+
+torch (and torchvision, if installed) are imported before anything can import
+TensorFlow: with torch 2.14.1 / torchvision 0.29.1 / TensorFlow 2.21, importing
+TensorFlow first and torchvision later segfaults the process.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Dict
+
+import pytest
+import torch  # noqa: F401  (import order: see the module docstring)
+
+try:
+    import torchvision  # noqa: F401
+except ImportError:  # pragma: no cover
+    pass
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_FIXTURES = REPO_ROOT.parent / "shared" / "fixtures"
+KINETICS_FIXTURES = SHARED_FIXTURES / "kinetics-i3d"
+INCEPTION_FIXTURES = SHARED_FIXTURES / "inception-v1"
+
+#: The three checkpoint schemas: RGB (3 ch, 400, RGB/ scope), Flow (2 ch, 400,
+#: Flow/ scope), Kinetics-600 (3 ch, 600, no scope, [1,1,1,1,C] batch norms, Momentum slots).
+SCHEMA_RELEASES = ("rgb_imagenet", "flow_imagenet", "rgb_scratch_kin600")
+
+
+def requires_shared(path: Path) -> None:
+    if not path.exists():
+        pytest.skip(f"shared fixture {path} is absent (expected at ../shared/fixtures beside the repository)")
+
+
+@pytest.fixture(scope="session")
+def synthetic_checkpoint(tmp_path_factory) -> Callable[[str], Path]:
+    """``synthetic_checkpoint(release, seed=0)`` -> prefix of a calibrated synthetic checkpoint (cached)."""
+    from i3d_convert.synthetic import write_synthetic_checkpoint
+
+    cache: Dict[tuple, Path] = {}
+    root = tmp_path_factory.mktemp("synthetic")
+
+    def make(release: str = "rgb_imagenet", seed: int = 0) -> Path:
+        key = (release, seed)
+        if key not in cache:
+            cache[key] = write_synthetic_checkpoint(root / f"{release}-{seed}", release, seed)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``i3d-convert`` in-process: returns (exit code, stdout, stderr)."""
+    from i3d_convert.cli import main
+
+    def run(*args: str):
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
