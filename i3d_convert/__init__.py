@@ -21,14 +21,14 @@ _EXPORTS = {
     "I3DConvertError": "errors",
     "InceptionI3d": "model",
     "load_tf_checkpoint": "tensorbundle",
-    "convert": "convert",
-    "convert_checkpoint": "convert",
-    "convert_to_file": "convert",
-    "load_state_dict_file": "convert",
-    "save_state_dict": "convert",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+# The function ``convert`` shares its name with its module; importing it here, once,
+# makes ``i3d_convert.convert`` the function (importing the submodule later does not rebind it).
+from .convert import convert, convert_checkpoint, convert_to_file, load_state_dict_file, save_state_dict  # noqa: E402
+
+__all__ = ["__version__", *_EXPORTS, "convert", "convert_checkpoint", "convert_to_file",
+           "load_state_dict_file", "save_state_dict"]
 
 
 def __getattr__(name: str) -> _Any:

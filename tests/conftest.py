@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Callable, Dict
 
 import pytest
-import torch  # noqa: F401  (import order: see the module docstring)
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of test logs
+
+import torch  # noqa: F401,E402  (import order: see the module docstring)
 
 try:
     import torchvision  # noqa: F401
