@@ -55,6 +55,19 @@ class BatchNormNoScale(nn.Module):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
 
+def _conv3d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: Triple,
+            padding: Sequence[int]) -> torch.Tensor:
+    """``F.conv3d``, but float32 on CPU always takes the oneDNN kernel.
+
+    PyTorch's heuristic sends batch-1 convolutions with small ``N*C*T*H`` and
+    3x3 kernels to ``slow_conv3d_forward`` (im2col + gemm, ~2x slower here);
+    oneDNN computes the same sums. Used on the inference path only (no autograd).
+    """
+    if x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available():
+        return torch.ops.aten.mkldnn_convolution(x, weight, bias, list(padding), list(stride), [1, 1, 1], 1)
+    return F.conv3d(x, weight, bias, stride, padding)
+
+
 class Unit3D(nn.Module):
     """Conv3d with TF 'SAME' padding -> optional batch norm -> optional ReLU.
 
@@ -62,6 +75,12 @@ class Unit3D(nn.Module):
     ``padding`` (no extra tensor). Only strided convs (the stem) can need the
     asymmetric TF padding; it is worked out from the input's shape and applied
     with one ``F.pad`` only when the two sides differ.
+
+    Inference path (eval mode, autograd off, ``fuse_bn``): batch norm is folded
+    into the conv -- ``w' = w * s``, ``b' = beta - mean * s`` with
+    ``s = 1/sqrt(var + eps)``, computed in float64 and cached until a weight or
+    statistic changes -- so a unit is one oneDNN convolution and an in-place
+    ReLU. Training, or any forward that needs gradients, runs conv -> batch norm.
     """
 
     def __init__(
@@ -75,6 +94,7 @@ class Unit3D(nn.Module):
         bias: bool = False,
         relu: bool = True,
         bn_eps: float = arch.BN_EPS,
+        fuse_bn: bool = True,
     ) -> None:
         super().__init__()
         self.kernel = tuple(kernel)
@@ -84,23 +104,51 @@ class Unit3D(nn.Module):
         self.conv = nn.Conv3d(in_channels, out_channels, kernel, stride, padding=padding, bias=bias)
         self.bn = BatchNormNoScale(out_channels, eps=bn_eps) if batch_norm else None
         self.relu = relu
+        self.fuse_bn = fuse_bn
+        self._folded: Optional[Tuple[tuple, torch.Tensor, Optional[torch.Tensor]]] = None
+
+    def _padded(self, x: torch.Tensor) -> Tuple[torch.Tensor, List[int]]:
+        """The input (padded only if TF's padding is asymmetric) and the conv's own symmetric padding."""
+        if self._static_padding:
+            return x, [k // 2 for k in self.kernel]
+        pads = _same_pads(x.shape[2:], self.kernel, self.stride)
+        if all(before == after for before, after in pads):
+            return x, [p[0] for p in pads]
+        # F.pad lists the last axis first: (W_before, W_after, H_..., T_...).
+        flat = [p for before_after in reversed(pads) for p in before_after]
+        memory_format = torch.channels_last_3d if x.is_contiguous(memory_format=torch.channels_last_3d) else torch.contiguous_format
+        return F.pad(x, flat).contiguous(memory_format=memory_format), [0, 0, 0]
+
+    def _folded_weights(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        tensors = [self.conv.weight] + ([self.conv.bias] if self.conv.bias is not None else [])
+        if self.bn is not None and self.fuse_bn:
+            tensors += [self.bn.bias, self.bn.running_mean, self.bn.running_var]
+        key = tuple((t.data_ptr(), t._version) for t in tensors) + (x.dtype, x.device, self.bn.eps if self.bn else 0.0)
+        if self._folded is None or self._folded[0] != key:
+            weight, bias = self.conv.weight.detach(), self.conv.bias
+            bias = bias.detach() if bias is not None else None
+            if self.bn is not None and self.fuse_bn:
+                scale, shift = (t.detach().double() for t in self.bn.folded_scale_shift())
+                weight = weight.double() * scale.view(-1, 1, 1, 1, 1)
+                bias = shift if bias is None else bias.double() * scale + shift
+            weight = weight.to(x.dtype).contiguous(memory_format=torch.channels_last_3d)
+            bias = bias.to(x.dtype) if bias is not None else None
+            self._folded = (key, weight, bias)
+        return self._folded[1], self._folded[2]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._static_padding:
-            x = self.conv(x)
-        else:
-            pads = _same_pads(x.shape[2:], self.kernel, self.stride)
-            if all(before == after for before, after in pads):
-                x = F.conv3d(x, self.conv.weight, self.conv.bias, self.stride, [p[0] for p in pads])
-            else:
-                # F.pad lists the last axis first: (W_before, W_after, H_..., T_...).
-                flat = [p for before_after in reversed(pads) for p in before_after]
-                x = F.conv3d(F.pad(x, flat), self.conv.weight, self.conv.bias, self.stride)
+        inference = not self.training and not torch.is_grad_enabled()
+        x, padding = self._padded(x)
+        if inference:
+            weight, bias = self._folded_weights(x)
+            x = _conv3d(x, weight, bias, self.stride, padding)
+            if self.bn is not None and not self.fuse_bn:
+                x = self.bn(x)
+            return x.relu_() if self.relu else x
+        x = F.conv3d(x, self.conv.weight, self.conv.bias, self.stride, padding)
         if self.bn is not None:
             x = self.bn(x)
-        if self.relu:
-            x = F.relu(x, inplace=True) if not x.requires_grad else F.relu(x)
-        return x
+        return F.relu(x) if self.relu else x
 
 
 class MaxPool3dSame(nn.Module):
@@ -152,7 +200,7 @@ class _Namespace(nn.Module):
 class Mixed(nn.Module):
     """Inception block: four branches concatenated along channels."""
 
-    def __init__(self, name: str, spec: arch.Mixed, in_channels: int, bn_eps: float) -> None:
+    def __init__(self, name: str, spec: arch.Mixed, in_channels: int, bn_eps: float, fuse_bn: bool = True) -> None:
         super().__init__()
         units = arch.mixed_branch_units(name, spec, in_channels)
         for branch in ("Branch_0", "Branch_1", "Branch_2", "Branch_3"):
@@ -160,7 +208,8 @@ class Mixed(nn.Module):
         for unit in units:
             _, branch, conv_name = unit.path.split("/")
             getattr(self, branch).add_module(
-                conv_name, Unit3D(unit.in_channels, unit.out_channels, unit.kernel, unit.stride, bn_eps=bn_eps)
+                conv_name,
+                Unit3D(unit.in_channels, unit.out_channels, unit.kernel, unit.stride, bn_eps=bn_eps, fuse_bn=fuse_bn),
             )
         self.Branch_3.add_module(arch.MIXED_POOL_NAME, MaxPool3dSame(arch.MIXED_POOL.kernel, arch.MIXED_POOL.stride))
         self._branches = [[getattr(getattr(self, u.path.split("/")[1]), u.path.split("/")[2]) for u in units[i:j]]
@@ -217,6 +266,13 @@ class InceptionI3d(nn.Module):
             ``1 - dropout_keep_prob``; identity in eval mode).
         bn_eps: batch-norm epsilon; 1e-3 is what every release was trained with.
         final_endpoint: build the network only up to this endpoint.
+        fuse_bn: on the inference path (eval mode with autograd off, e.g. under
+            ``torch.inference_mode()``) fold each batch norm into its conv.
+
+    Inference (eval mode, autograd off) runs in ``channels_last_3d`` with
+    batch norms folded into the convs and every float32 CPU convolution on
+    oneDNN; training and gradient-carrying forwards run the plain modules.
+    Both compute DeepMind's function (see tests/test_parity_tf.py).
 
     ``forward(x)`` maps ``[B, in_channels, T, H, W]`` (values in [-1, 1]) to
     ``[B, num_classes]`` logits (or to ``final_endpoint``'s activation when
@@ -232,6 +288,7 @@ class InceptionI3d(nn.Module):
         dropout: float = 0.0,
         bn_eps: float = arch.BN_EPS,
         final_endpoint: str = arch.LOGITS_NAME,
+        fuse_bn: bool = True,
     ) -> None:
         super().__init__()
         if final_endpoint not in arch.ENDPOINTS:
@@ -246,12 +303,14 @@ class InceptionI3d(nn.Module):
             if name not in self.endpoint_names:
                 break
             if isinstance(layer, arch.Conv):
-                self.add_module(name, Unit3D(channels, layer.out_channels, layer.kernel, layer.stride, bn_eps=bn_eps))
+                self.add_module(
+                    name, Unit3D(channels, layer.out_channels, layer.kernel, layer.stride, bn_eps=bn_eps, fuse_bn=fuse_bn)
+                )
                 channels = layer.out_channels
             elif isinstance(layer, arch.MaxPool):
                 self.add_module(name, MaxPool3dSame(layer.kernel, layer.stride))
             else:
-                self.add_module(name, Mixed(name, layer, channels, bn_eps))
+                self.add_module(name, Mixed(name, layer, channels, bn_eps, fuse_bn))
                 channels = layer.out_channels
         if arch.LOGITS_NAME in self.endpoint_names:
             self.add_module(arch.LOGITS_NAME, Logits(channels, num_classes, dropout))
@@ -268,6 +327,8 @@ class InceptionI3d(nn.Module):
         if unknown:
             raise ValueError(f"unknown or unbuilt endpoints {sorted(unknown)}; this model has {self.endpoint_names}")
         self._check_input(x)
+        if not self.training and not torch.is_grad_enabled():
+            x = x.contiguous(memory_format=torch.channels_last_3d)
         out: Dict[str, torch.Tensor] = {}
         for name in self.endpoint_names:
             x = getattr(self, name)(x)

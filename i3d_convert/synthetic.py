@@ -47,7 +47,8 @@ def calibrated_state_dict(
 ) -> Dict[str, torch.Tensor]:
     """A float32 native state_dict: He-initialised convs with calibrated batch norms."""
     g = torch.Generator().manual_seed(seed)
-    model = InceptionI3d(num_classes, in_channels).eval()
+    # Unfused, so that the calibration hooks see every batch norm's input.
+    model = InceptionI3d(num_classes, in_channels, fuse_bn=False).eval()
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name.endswith("conv.weight"):

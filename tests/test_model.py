@@ -104,3 +104,61 @@ def test_batch_norm_has_no_scale_and_eps_1e_3():
     bn = model.Conv3d_1a_7x7.bn
     assert bn.eps == 1e-3
     assert not any(k.endswith("bn.weight") for k in model.state_dict())
+
+
+def _calibrated_model(**kwargs):
+    from i3d_convert.synthetic import calibrated_state_dict
+
+    model = InceptionI3d(**kwargs).eval()
+    model.load_state_dict(calibrated_state_dict(seed=4, calibration_shape=(9, 224, 224)), strict=True)
+    return model
+
+
+def test_folded_batch_norm_inference_path_matches_plain_modules():
+    """The fast path (eval + autograd off: folded BN, channels_last, oneDNN) computes the
+    same function as the plain conv -> batch norm -> ReLU modules that training uses."""
+    from i3d_convert.metrics import difference
+    from i3d_convert.synthetic import random_clip
+
+    fused = _calibrated_model().double()
+    plain = _calibrated_model(fuse_bn=False).double()
+    clip = random_clip((1, 3, 9, 224, 224), seed=2, dtype=torch.float64)
+    with torch.inference_mode():
+        fast = fused.forward_endpoints(clip)
+        slow = plain.forward_endpoints(clip)
+    with torch.no_grad():
+        grad_path = fused.forward_endpoints(clip.requires_grad_(False))  # no_grad: also the fast path
+    with torch.enable_grad():
+        autograd = fused.forward_endpoints(clip.clone().requires_grad_(True))
+    for name in fast:
+        assert difference(fast[name], slow[name]).rel_l2 < 1e-12, name
+        assert difference(autograd[name].detach(), slow[name]).rel_l2 < 1e-12, name
+        assert torch.equal(grad_path[name], fast[name]), name
+    # float32: folding rounds differently, so compare each to the float64 result: the
+    # fast path's round-off must stay within 3x the plain modules' (FLOAT32_FLOOR_FACTOR).
+    from i3d_convert.tolerances import FLOAT32_FLOOR_FACTOR, FLOAT32_LOGITS_ATOL
+
+    exact = slow["Logits"]
+    fused32, plain32 = fused.float(), plain.float()
+    with torch.inference_mode():
+        fast32, slow32 = fused32(clip.float()), plain32(clip.float())
+    err_fast, err_slow = difference(fast32, exact), difference(slow32, exact)
+    assert err_fast.rel_l2 <= FLOAT32_FLOOR_FACTOR * err_slow.rel_l2, (err_fast, err_slow)
+    assert difference(fast32, slow32).max_abs <= FLOAT32_LOGITS_ATOL
+
+
+def test_folded_weights_follow_weight_updates():
+    model = _calibrated_model().double()
+    clip = torch.zeros(1, 3, 9, 224, 224, dtype=torch.float64)
+    with torch.inference_mode():
+        before = model(clip)
+    with torch.no_grad():
+        model.Logits.classifier.conv.bias.add_(1.0)
+        model.Mixed_5c.Branch_0.Conv3d_0a_1x1.bn.running_mean.zero_()
+    reference = _calibrated_model(fuse_bn=False).double()
+    reference.load_state_dict(model.state_dict())
+    with torch.inference_mode():
+        after = model(clip)
+        expected = reference(clip)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, expected, rtol=1e-12, atol=1e-12)
