@@ -53,6 +53,7 @@ def tf_to_torch(
     fmt: Optional[str] = typer.Option(None, "--format", help="safetensors (default) or pt; default from the suffix."),
     layout: str = typer.Option("native", "--layout", help="native (InceptionI3d keys) or piergiaj."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+    refuse_non_finite: bool = typer.Option(False, "--refuse-non-finite", help="Fail if any weight is NaN or inf."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
@@ -60,12 +61,19 @@ def tf_to_torch(
     from .convert import convert_to_file
 
     start = time.perf_counter()
-    result = convert_to_file(checkpoint, output, fmt=fmt, layout=layout, overwrite=overwrite)
+    result = convert_to_file(checkpoint, output, fmt=fmt, layout=layout, overwrite=overwrite,
+                             refuse_non_finite=refuse_non_finite)
+    if result.non_finite:
+        sys.stderr.write(
+            f"i3d-convert: warning: {checkpoint}: {len(result.non_finite)} tensors hold NaN or inf values "
+            f"(first {next(iter(result.non_finite))}); pass --refuse-non-finite to reject such files\n"
+        )
     seconds = time.perf_counter() - start
     summary = {
         "output": str(output),
         "tensors": len(result.state_dict),
         "skipped": result.skipped,
+        "non_finite": result.non_finite,
         "in_channels": result.in_channels,
         "num_classes": result.num_classes,
         "scope": result.scope,
