@@ -123,8 +123,12 @@ class Unit3D(nn.Module):
         tensors = [self.conv.weight] + ([self.conv.bias] if self.conv.bias is not None else [])
         if self.bn is not None and self.fuse_bn:
             tensors += [self.bn.bias, self.bn.running_mean, self.bn.running_var]
-        key = tuple((t.data_ptr(), t._version) for t in tensors) + (x.dtype, x.device, self.bn.eps if self.bn else 0.0)
-        if self._folded is None or self._folded[0] != key:
+        try:
+            key: Optional[tuple] = tuple((t.data_ptr(), t._version) for t in tensors)
+            key += (x.dtype, x.device, self.bn.eps if self.bn else 0.0)
+        except RuntimeError:  # parameters created under inference_mode have no version counter
+            key = None
+        if key is None or self._folded is None or self._folded[0] != key:
             weight, bias = self.conv.weight.detach(), self.conv.bias
             bias = bias.detach() if bias is not None else None
             if self.bn is not None and self.fuse_bn:

@@ -162,3 +162,19 @@ def test_folded_weights_follow_weight_updates():
         expected = reference(clip)
     assert not torch.allclose(before, after)
     torch.testing.assert_close(after, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_model_built_under_inference_mode_still_runs_exactly():
+    """Parameters made inside inference_mode have no version counter: the fold is recomputed, not cached."""
+    with torch.inference_mode():
+        model = InceptionI3d(final_endpoint="Mixed_3b").double().eval()
+        x = torch.randn(1, 3, 4, 32, 32, dtype=torch.float64)
+        a = model(x)
+        model.Conv3d_1a_7x7.bn.running_mean.add_(1.0)
+        b = model(x)
+    reference = InceptionI3d(final_endpoint="Mixed_3b", fuse_bn=False).double().eval()
+    reference.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        expected = reference(x)
+    assert not torch.equal(a, b)
+    torch.testing.assert_close(b, expected, rtol=1e-12, atol=1e-12)

@@ -1,0 +1,96 @@
+"""Benchmark: converting a 50 MB checkpoint, our TF-free reader vs TensorFlow's reader.
+
+Both paths do the same job -- read every tensor of a real-schema (rgb_imagenet,
+50.8 MB) checkpoint, map it onto InceptionI3d's keys in PyTorch layout and write
+a .safetensors file -- each in a fresh subprocess, so that imports, peak memory
+(tracemalloc and RSS) and wall time are measured separately and in the same run.
+
+    python bench/convert.py [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CHILD = r"""
+import json, os, resource, sys, time, tracemalloc
+mode, prefix, out = sys.argv[1], sys.argv[2], sys.argv[3]
+t0 = time.perf_counter()
+import numpy as np, torch
+from safetensors.torch import save_file
+from i3d_convert.mapping import tf_to_torch_arrays
+if mode == "tensorflow":
+    import torchvision  # noqa: F401  (TF must not be imported before torchvision)
+    import tensorflow as tf
+imports = time.perf_counter() - t0
+rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+tracemalloc.start()
+t0 = time.perf_counter()
+if mode == "ours":
+    from i3d_convert.convert import convert_checkpoint, save_state_dict
+    result = convert_checkpoint(prefix)
+    save_state_dict(result.state_dict, out, result.metadata, overwrite=True)
+else:
+    reader = tf.train.load_checkpoint(prefix)
+    arrays = {name: reader.get_tensor(name) for name, _ in tf.train.list_variables(prefix)}
+    mapped = tf_to_torch_arrays(arrays)
+    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in mapped.arrays.items()}
+    save_file(state, out)
+seconds = time.perf_counter() - t0
+_, traced_peak = tracemalloc.get_traced_memory()
+tracemalloc.stop()
+rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"imports_s": imports, "convert_s": seconds, "tracemalloc_peak_mb": traced_peak / 2**20,
+                  "rss_growth_mb": (rss_peak - rss_before) / 1024, "rss_peak_mb": rss_peak / 1024,
+                  "tensorflow_imported": "tensorflow" in sys.modules}))
+"""
+
+
+def run_child(mode: str, prefix: Path, out: Path) -> dict:
+    proc = subprocess.run([sys.executable, "-c", CHILD, mode, str(prefix), str(out)], capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    if proc.returncode != 0:
+        raise SystemExit(f"{mode} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    from i3d_convert.synthetic import write_synthetic_checkpoint
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prefix = write_synthetic_checkpoint(Path(tmp) / "ckpt", "rgb_imagenet", seed=0)
+        size_mb = Path(str(prefix) + ".data-00000-of-00001").stat().st_size / 2**20
+        results = {"ours": [], "tensorflow": []}
+        for _ in range(args.repeats):
+            for mode in results:  # interleaved, so both see the same machine load
+                results[mode].append(run_child(mode, prefix, Path(tmp) / f"{mode}.safetensors"))
+    print(f"checkpoint: rgb_imagenet schema, {size_mb:.1f} MiB data file; {args.repeats} runs each, interleaved")
+    summary = {}
+    for mode, runs in results.items():
+        t = [r["convert_s"] for r in runs]
+        summary[mode] = {"median_s": statistics.median(t), "min_s": min(t),
+                         "tracemalloc_peak_mb": max(r["tracemalloc_peak_mb"] for r in runs),
+                         "rss_growth_mb": max(r["rss_growth_mb"] for r in runs),
+                         "imports_s": statistics.median(r["imports_s"] for r in runs),
+                         "tensorflow_imported": any(r["tensorflow_imported"] for r in runs)}
+        s = summary[mode]
+        print(f"{mode:11s} convert median {s['median_s']:.3f} s (min {s['min_s']:.3f}); imports {s['imports_s']:.2f} s; "
+              f"peak tracemalloc {s['tracemalloc_peak_mb']:.1f} MiB, RSS growth {s['rss_growth_mb']:.1f} MiB "
+              f"({s['rss_growth_mb'] / size_mb:.2f}x the checkpoint); tensorflow imported: {s['tensorflow_imported']}")
+    ratio = summary["tensorflow"]["median_s"] / summary["ours"]["median_s"]
+    print(f"ours is {ratio:.2f}x as fast as TensorFlow's reader path (median/median)")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
