@@ -6,7 +6,9 @@ No TensorFlow is imported on this path.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,7 @@ from .errors import I3DConvertError
 from .layouts import LAYOUTS, to_layout
 from .mapping import MappedCheckpoint, tf_to_torch_arrays
 from .tensorbundle import CheckpointReader
+from .tf2_names import is_tf2_object_checkpoint, translate_tf2_arrays
 
 FORMATS = ("safetensors", "pt")
 
@@ -33,6 +36,7 @@ class ConversionResult:
     state_dict: "OrderedDict[str, torch.Tensor]"
     metadata: Dict[str, str]
     skipped: Dict[str, str] = field(default_factory=dict)  # TF name -> why it was not converted
+    non_finite: Dict[str, int] = field(default_factory=dict)  # torch key -> count of NaN/inf values
     sources: Dict[str, str] = field(default_factory=dict)  # torch key -> TF name
     in_channels: int = arch.RGB_CHANNELS
     num_classes: int = arch.NUM_CLASSES_400
@@ -60,41 +64,64 @@ def convert_checkpoint(
     verify_crc: bool = True,
     expected_in_channels: Optional[int] = None,
     expected_num_classes: Optional[int] = None,
+    refuse_non_finite: bool = False,
 ) -> ConversionResult:
     """Read a DeepMind I3D TensorFlow checkpoint and return a PyTorch state_dict with provenance.
 
     ``path`` is a checkpoint prefix (``.../model.ckpt``), its ``.index`` file,
     a folder holding one checkpoint, or a TF V1 checkpoint file. Every tensor's
     crc32c is checked. ``layout`` is ``native`` (:class:`InceptionI3d` keys) or
-    one of :data:`i3d_convert.layouts.LAYOUTS`.
+    one of :data:`i3d_convert.layouts.LAYOUTS`. NaN/inf weights are counted in
+    ``result.non_finite``; with ``refuse_non_finite`` they are an error.
     """
-    with CheckpointReader(path, verify_crc=verify_crc) as reader:
+    with CheckpointReader(path, verify_crc=verify_crc) as reader, ThreadPoolExecutor(1) as pool:
+        # hashlib releases the GIL: hash the data file(s) while the tensors are read and copied.
+        data_sha256 = pool.submit(_sha256_of_files, reader.data_paths)
         arrays = {name: reader.read(name) for name in reader.keys() if reader.entries[name].dtype.kind in "fiub"}
         skipped_non_numeric = {name: "not a numeric tensor" for name in reader.keys() if name not in arrays}
+        tf2 = translate_tf2_arrays(arrays, path=str(reader.path)) if is_tf2_object_checkpoint(list(arrays)) else None
+        if tf2 is not None:  # Sonnet 2 object-based names -> DeepMind's TF1 names
+            arrays, skipped_non_numeric = tf2.arrays, {**skipped_non_numeric, **tf2.skipped}
         mapped: MappedCheckpoint = tf_to_torch_arrays(
             arrays,
             path=str(reader.path),
             expected_in_channels=expected_in_channels,
             expected_num_classes=expected_num_classes,
         )
-        state = OrderedDict((key, _to_tensor(mapped.arrays[key])) for key in sorted(mapped.arrays, key=_model_order()))
-        data_files = reader.data_paths
+        if tf2 is not None:  # provenance names the TF2 variables
+            mapped.sources = {key: tf2.sources.get(name, name) for key, name in mapped.sources.items()}
+        state: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+        for key in sorted(mapped.arrays, key=_model_order()):
+            state[key] = _to_tensor(mapped.arrays[key])
+            reader.release(mapped.sources[key])  # the copy is made: the mapped pages can go
         source = str(reader.path)
+        source_sha256 = data_sha256.result()
+    non_finite = {k: int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+                  for k, a in ((k, v.numpy()) for k, v in state.items() if v.is_floating_point())
+                  if not np.isfinite(a).all()}
+    if non_finite and refuse_non_finite:
+        key = next(iter(non_finite))
+        raise I3DConvertError(
+            f"{len(non_finite)} tensors hold NaN or inf values, first {mapped.sources[key]!r} "
+            f"({non_finite[key]} values); refusing as asked",
+            source,
+        )
     metadata = {
         "format": "pt",
         "producer": f"i3d-convert {__version__}",
         "source_checkpoint": source,
-        "source_sha256": _sha256_of_files(data_files),
+        "source_sha256": source_sha256,
         "num_classes": str(mapped.num_classes),
         "in_channels": str(mapped.in_channels),
         "bn_eps": repr(arch.BN_EPS),
         "layout": layout,
         "tf_scope": mapped.scope,
+        "tf_checkpoint_kind": "tf2-object" if tf2 is not None else "tf1",
     }
     if layout != "native":
         state = to_layout(state, layout)
     return ConversionResult(
-        state, metadata, {**skipped_non_numeric, **mapped.skipped}, mapped.sources,
+        state, metadata, {**skipped_non_numeric, **mapped.skipped}, non_finite, mapped.sources,
         mapped.in_channels, mapped.num_classes, mapped.scope,
     )
 
@@ -120,6 +147,48 @@ def output_format(path: "str | os.PathLike[str]", fmt: Optional[str]) -> str:
     return fmt
 
 
+_SAFETENSORS_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+
+
+def write_safetensors(state_dict: Mapping[str, torch.Tensor], path: "str | os.PathLike[str]",
+                      metadata: Optional[Mapping[str, str]] = None) -> None:
+    """Write the safetensors format, streaming each tensor's bytes straight to the file.
+
+    (``safetensors.torch.save_file`` first copies every tensor into a ``bytes``
+    object, doubling peak memory.) Layout: 8-byte little-endian header length,
+    a JSON header (``__metadata__`` and ``{dtype, shape, data_offsets}`` per
+    tensor, padded with spaces to a multiple of 8), then the tensors back to back.
+    """
+    header: Dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    tensors = []
+    offset = 0
+    for name, tensor in state_dict.items():
+        if tensor.dtype not in _SAFETENSORS_DTYPES:
+            raise I3DConvertError(f"tensor {name!r} has dtype {tensor.dtype}, which safetensors cannot hold")
+        tensor = tensor.detach().cpu().contiguous()
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
+                        "data_offsets": [offset, offset + size]}
+        tensors.append(tensor)
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with open(path, "wb") as f:
+        f.write(len(encoded).to_bytes(8, "little"))
+        f.write(encoded)
+        for tensor in tensors:
+            if tensor.numel():
+                # bfloat16 has no numpy dtype: write its raw 16-bit words.
+                view = tensor.view(torch.int16) if tensor.dtype == torch.bfloat16 else tensor
+                f.write(memoryview(view.numpy()).cast("B"))
+
+
 def save_state_dict(
     state_dict: Mapping[str, torch.Tensor],
     path: "str | os.PathLike[str]",
@@ -138,9 +207,7 @@ def save_state_dict(
     meta["format"] = "pt"  # safetensors' own convention for torch tensors
     with atomic_output(path, overwrite) as tmp:
         if fmt == "safetensors":
-            from safetensors.torch import save_file
-
-            save_file({k: v.contiguous() for k, v in state_dict.items()}, str(tmp), metadata=meta)
+            write_safetensors(state_dict, tmp, meta)
         else:
             out = OrderedDict(state_dict)
             out._metadata = OrderedDict({"": {"i3d_convert": meta}})  # type: ignore[attr-defined]
@@ -155,13 +222,14 @@ def convert_to_file(
     fmt: Optional[str] = None,
     layout: str = "native",
     overwrite: bool = False,
+    refuse_non_finite: bool = False,
 ) -> ConversionResult:
     """Convert ``checkpoint`` and write it to ``output``; nothing is written on any error."""
     if layout not in ("native",) + tuple(LAYOUTS):
         raise I3DConvertError(f"unknown layout {layout!r}; use native or {', '.join(LAYOUTS)}")
     output_format(output, fmt)
     check_output_path(output, overwrite)
-    result = convert_checkpoint(checkpoint, layout=layout)
+    result = convert_checkpoint(checkpoint, layout=layout, refuse_non_finite=refuse_non_finite)
     save_state_dict(result.state_dict, output, result.metadata, fmt=fmt, overwrite=overwrite)
     return result
 

@@ -345,9 +345,15 @@ def map_file(path: Path) -> Union[mmap.mmap, bytes]:
     """Read-only mmap of a file; its bytes where it cannot be mapped (empty file, odd filesystem)."""
     with open(path, "rb") as f:
         try:
-            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         except (OSError, ValueError):  # ValueError: empty file
             return f.read()
+    if hasattr(mmap, "MADV_WILLNEED"):  # every tensor is read once, front to back: read ahead
+        try:
+            mapped.madvise(mmap.MADV_WILLNEED)
+        except OSError:
+            pass
+    return mapped
 
 
 def close_mapping(buf: Union[mmap.mmap, bytes]) -> None:
@@ -428,6 +434,19 @@ class _BundleV2:
                     path,
                 )
         return np.frombuffer(buf, dtype=dtype, count=entry.numel, offset=entry.offset).reshape(entry.shape)
+
+    def release(self, entry: TensorEntry) -> None:
+        """Drop the tensor's pages from this process's memory (they stay in the page cache and
+        are read back on the next access), so a converter that copies tensor by tensor never
+        holds the checkpoint twice."""
+        buf = self._shards.get(entry.shard_id)
+        if not isinstance(buf, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED") or entry.size == 0:
+            return
+        start = entry.offset - entry.offset % mmap.PAGESIZE
+        try:
+            buf.madvise(mmap.MADV_DONTNEED, start, entry.offset + entry.size - start)
+        except (OSError, ValueError):
+            pass
 
     def close(self) -> None:
         shards, self._shards = self._shards, {}
@@ -647,6 +666,14 @@ class CheckpointReader:
         if entry is None:
             raise TensorNotFoundError(f"no tensor named {name!r} in checkpoint", self.index_path)
         return self._backend.read(entry)
+
+    def release(self, name: str) -> None:
+        """Best effort: let the OS drop ``name``'s bytes from this process's memory once a
+        caller has copied them (arrays already returned stay valid and correct)."""
+        entry = self.entries.get(name)
+        release = getattr(self._backend, "release", None)
+        if entry is not None and release is not None:
+            release(entry)
 
     def close(self) -> None:
         """Release the data shard mappings (arrays already returned stay valid)."""
