@@ -6,6 +6,9 @@ Public API::
     load_tf_checkpoint(path)     TensorFlow checkpoint -> {name: numpy array}, no TensorFlow needed
     convert(path)                TensorFlow checkpoint -> PyTorch state_dict
     convert_to_file(path, out)   ... written atomically as .safetensors or .pt
+    inflate(...)                 ImageNet 2D Inception-v1 -> I3D weights
+    verify(...)                  run TensorFlow and PyTorch side by side, per endpoint
+    i3d(name, pretrained=True)   a model from a known release (downloaded, converted, cached)
 
 TensorFlow is never imported by this package except by ``i3d_convert.tf_reference``
 (the ``[tf]`` extra), which is loaded only for parity checks.
@@ -13,29 +16,33 @@ TensorFlow is never imported by this package except by ``i3d_convert.tf_referenc
 
 __version__ = "0.1.0"
 
-from importlib import import_module as _import_module
-from typing import Any as _Any
+# Functions that share their module's name (convert, inflate, verify) must be imported here,
+# once: importing the submodule sets the package attribute to the module, and only this
+# later binding makes ``i3d_convert.convert`` etc. the functions. All of these are light
+# (torch and numpy); TensorFlow and timm are imported only where they are used.
+from ._import_order import preload_native_libraries as _preload  # noqa: E402
 
-#: public name -> defining module; imported on first use so that ``import i3d_convert`` stays light.
-_EXPORTS = {
-    "I3DConvertError": "errors",
-    "InceptionI3d": "model",
-    "load_tf_checkpoint": "tensorbundle",
-}
+_preload()  # Triton before any TensorFlow: see i3d_convert/_import_order.py
 
-# The function ``convert`` shares its name with its module; importing it here, once,
-# makes ``i3d_convert.convert`` the function (importing the submodule later does not rebind it).
+from .errors import I3DConvertError  # noqa: E402
+from .model import InceptionI3d  # noqa: E402
+from .tensorbundle import load_tf_checkpoint  # noqa: E402
 from .convert import convert, convert_checkpoint, convert_to_file, load_state_dict_file, save_state_dict  # noqa: E402
+from .inflate import inflate  # noqa: E402
+from .verify import verify  # noqa: E402
+from .hub import i3d  # noqa: E402
 
-__all__ = ["__version__", *_EXPORTS, "convert", "convert_checkpoint", "convert_to_file",
-           "load_state_dict_file", "save_state_dict"]
-
-
-def __getattr__(name: str) -> _Any:
-    if name in _EXPORTS:
-        return getattr(_import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module 'i3d_convert' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__all__ = [
+    "__version__",
+    "I3DConvertError",
+    "InceptionI3d",
+    "load_tf_checkpoint",
+    "convert",
+    "convert_checkpoint",
+    "convert_to_file",
+    "load_state_dict_file",
+    "save_state_dict",
+    "inflate",
+    "verify",
+    "i3d",
+]

@@ -45,41 +45,24 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from i3d_convert.architecture import BN_EPS
+from i3d_convert._import_order import preload_native_libraries, tensorflow_loaded_too_early
 from i3d_convert.errors import MappingError
 
 
 def _preload_torch_natives() -> None:
-    """Load torchvision / Triton native code before TensorFlow (see module doc).
-
-    Measured with torch 2.14.1, torchvision 0.29.1, triton (bundled with torch),
-    TF 2.21 in one process: ``import torch; import tensorflow`` and ``import
-    tensorflow; import torch`` work, but ``import tensorflow`` followed by
-    ``import torchvision``, ``import timm``, ``import triton`` or ``import
-    torch._dynamo`` dies with SIGSEGV inside ``triton/_C/libtriton.so``. Any of
-    those imported *before* TensorFlow is fine afterwards.
-    """
-    if "tensorflow" in sys.modules:
+    """Load torchvision / Triton native code before TensorFlow (see :mod:`i3d_convert._import_order`)."""
+    if tensorflow_loaded_too_early():
         # Too late to reorder; importing Triton now would itself crash.
-        if "triton" not in sys.modules and _spec_exists("triton"):
-            warnings.warn(
-                "tensorflow was imported before i3d_convert.tf_reference and before "
-                "torchvision/triton; in this environment importing torchvision, timm "
-                "or triton now can crash the process (SIGSEGV). Import "
-                "i3d_convert.tf_reference (or torchvision) before tensorflow.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+        warnings.warn(
+            "tensorflow was imported before i3d_convert.tf_reference and before "
+            "torchvision/triton; in this environment importing torchvision, timm "
+            "or triton now can crash the process (SIGSEGV). Import "
+            "i3d_convert (or torchvision) before tensorflow.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return
-    for name in ("torchvision", "triton"):
-        if name in sys.modules or not _spec_exists(name):
-            continue
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass
-        except Exception as exc:  # noqa: BLE001 - a preload must never break TF users
-            warnings.warn(f"could not preload {name} before tensorflow: {exc!r}", RuntimeWarning,
-                          stacklevel=3)
+    preload_native_libraries(("torchvision", "triton"))
 
 
 def _spec_exists(name: str) -> bool:

@@ -46,8 +46,12 @@ from typing import Any, Dict, Mapping, Optional
 import torch
 from torch import nn
 
-import timm  # noqa: F401  (the point of this module; see the docstring about import order)
-from timm.models import PretrainedCfg, build_model_with_cfg, generate_default_cfgs, register_model
+from ._import_order import require_safe_torchvision_import
+
+require_safe_torchvision_import("i3d_convert.timm_models (timm)")
+
+import timm  # noqa: E402,F401  (the point of this module; see the docstring about import order)
+from timm.models import PretrainedCfg, build_model_with_cfg, generate_default_cfgs, register_model  # noqa: E402
 
 from . import architecture as arch
 from .features import min_logits_input

@@ -259,3 +259,98 @@ def test_unreachable_download_is_a_one_line_error(tmp_path, cli, monkeypatch):
     code, _, stderr = cli("download", "rgb_imagenet", "--dir", tmp_path / "ck", "-q")
     assert code == 1 and len(stderr.strip().splitlines()) == 1 and "download failed" in stderr
     assert not (tmp_path / "ck" / "model.ckpt.index").exists()
+
+
+# ------------------------------------------------------------ every bad-index class, through the CLI
+
+from i3d_convert import _protowire as wire  # noqa: E402
+from test_tensorbundle import entry_proto, header_proto, with_block_crcs_fixed, write_raw_bundle  # noqa: E402
+
+
+def _small(tmp: Path) -> Path:
+    prefix = tmp / "src" / "model.ckpt"
+    prefix.parent.mkdir()
+    write_checkpoint(prefix, {"a": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.ones(3, np.float32)})
+    return prefix
+
+
+def _mutate_index(tmp: Path, mutate) -> Path:
+    prefix = _small(tmp)
+    index = Path(f"{prefix}.index")
+    index.write_bytes(mutate(index.read_bytes()))
+    return prefix
+
+
+def _raw(tmp: Path, entries, header=b"", data=bytes(8)) -> Path:
+    (tmp / "raw").mkdir()
+    return write_raw_bundle(tmp / "raw" / "model.ckpt", entries, data, header)
+
+
+def _duplicate_names(tmp: Path) -> Path:
+    (tmp / "dup").mkdir()
+    items = [(b"", header_proto()), (b"a", entry_proto(1, (), 0, 4)), (b"b", entry_proto(1, (), 4, 4))]
+    table = bytearray(wire.encode_table(items))
+    table[table.index(b"b\x08\x01")] = ord("a")
+    Path(tmp / "dup" / "model.ckpt.index").write_bytes(with_block_crcs_fixed(bytes(table)))
+    return tmp / "dup" / "model.ckpt"
+
+
+def _compressed(tmp: Path) -> Path:
+    (tmp / "snappy").mkdir()
+    table = bytearray(wire.encode_table([(b"", header_proto())]))
+    table[table.index(b"\x00\x00\x00\x00\x01\x00\x00\x00") + 8] = 1
+    Path(tmp / "snappy" / "model.ckpt.index").write_bytes(bytes(table))
+    return tmp / "snappy" / "model.ckpt"
+
+
+def _missing_shard(tmp: Path) -> Path:
+    (tmp / "shards").mkdir()
+    items = [(b"", header_proto(num_shards=2)), (b"a", entry_proto(1, (), 0, 4) + wire.field_varint(3, 1))]
+    Path(tmp / "shards" / "model.ckpt.index").write_bytes(wire.encode_table(items))
+    return tmp / "shards" / "model.ckpt"
+
+
+def _flip_index_byte(raw: bytes) -> bytes:
+    out = bytearray(raw)
+    out[len(out) // 3] ^= 0x10
+    return bytes(out)
+
+
+#: bad-input class -> (make(tmp) -> checkpoint path, phrase the one-line error must contain).
+#: docs/reliability.md lists these rows.
+INDEX_CASES = {
+    "empty index file": (lambda t: _mutate_index(t, lambda b: b""), "index file is empty"),
+    "bad magic number": (lambda t: _mutate_index(t, lambda b: b[:-1] + bytes([b[-1] ^ 1])), "bad table magic number"),
+    "truncated index": (lambda t: _mutate_index(t, lambda b: b[:40]), "too short for a table footer"),
+    "corrupt index block": (lambda t: _mutate_index(t, _flip_index_byte), "crc"),
+    "size does not match shape": (lambda t: _raw(t, [("w", entry_proto(1, (3, 4), 0, 44))], data=bytes(48)),
+                                  "size mismatch"),
+    "1 TiB tensor claimed": (lambda t: _raw(t, [("huge", entry_proto(1, (1 << 20, 1 << 18), 0, 1 << 40))]),
+                             "truncated data file"),
+    "unknown dtype": (lambda t: _raw(t, [("w", entry_proto(99, (2,), 0, 8))]), "unknown dtype 99"),
+    "big-endian bundle": (lambda t: _raw(t, [("w", entry_proto(1, (2,), 0, 8))], header_proto(endianness=1)),
+                          "big-endian"),
+    "negative dimension": (lambda t: _raw(t, [("w", wire.field_varint(1, 1) + wire.field_bytes(
+        2, wire.field_bytes(2, wire.field_varint(1, -1))))]), "negative"),
+    "overlong varint": (lambda t: _raw(t, [("w", entry_proto(1, (2,), 0, 8) + bytes([0x28]) + b"\xff" * 10 + b"\x01")]),
+                        "longer than 10 bytes"),
+    "duplicate tensor names": (_duplicate_names, "out of order or duplicated"),
+    "compressed index block": (_compressed, "compressed (snappy)"),
+    "missing data shard": (_missing_shard, "data file not found"),
+}
+
+
+@pytest.mark.parametrize("case", list(INDEX_CASES))
+def test_bad_index_gets_one_line_error_exit_1_and_no_output(case, tmp_path, cli):
+    make, phrase = INDEX_CASES[case]
+    checkpoint = make(tmp_path)
+    out = tmp_path / "out.safetensors"
+    start = time.perf_counter()
+    code, _, stderr = cli("tf-to-torch", checkpoint, "-o", out)
+    assert time.perf_counter() - start < 30
+    lines = stderr.strip().splitlines()
+    assert code == 1 and len(lines) == 1, stderr
+    assert lines[0].startswith("i3d-convert: error: ") and "Traceback" not in stderr
+    assert str(checkpoint.parent) in lines[0]
+    assert phrase in lines[0], lines[0]
+    assert not out.exists() and _stray_temporaries(out) == []

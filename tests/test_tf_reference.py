@@ -473,3 +473,27 @@ def test_gpu_matches_cpu(rgb_vars):
     for name in cpu:
         assert rel_l2(gpu[name], cpu[name]) <= 1e-10, name
         assert rel_l2(gpu32[name], cpu[name]) <= 1e-4, name
+
+
+def test_importing_the_package_first_makes_tensorflow_then_timm_safe():
+    """``import i3d_convert`` loads Triton before TensorFlow can: the user's later
+    ``import tensorflow; import timm`` then works instead of segfaulting."""
+    import subprocess
+    import sys
+
+    code = "import i3d_convert, tensorflow, timm, i3d_convert.timm_models; print('ok')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("ok")
+
+
+def test_timm_registration_after_tensorflow_is_a_clear_error_not_a_crash():
+    import subprocess
+    import sys
+
+    code = "import tensorflow, i3d_convert\ntry:\n    import i3d_convert.timm_models\nexcept ImportError as e:\n    print('refused:', e)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "refused:" in proc.stdout and "before tensorflow" in proc.stdout
