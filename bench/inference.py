@@ -4,7 +4,9 @@ In one run, on the same clip and the same number of threads:
 
 * ``i3d_convert``: the default model (eval + inference_mode: folded batch norm,
   channels_last_3d, every convolution on oneDNN);
-* ``tensorflow``: the independent TF reference (``tf_forward``, plain ``tf.nn``);
+* ``tensorflow``: the independent TF reference network (plain ``tf.nn``), traced
+  into a graph with ``tf.function`` (TF's fast path), and as ``tf_forward`` runs
+  it eagerly for ``verify``;
 * ``naive port``: the common PyTorch port's approach (``i3d_convert.ports.PiergiajI3D``:
   ``F.pad`` before every layer, NCDHW, conv -> BatchNorm3d -> ReLU);
 * ``torch.mm``: a large float32 matmul, the machine's attainable GFLOP/s.
@@ -111,23 +113,42 @@ def main() -> None:
         variables = {k: v for k, v in __import__("i3d_convert.mapping", fromlist=["x"]).torch_to_tf_arrays(
             {k: v.numpy() for k, v in state.items()}).items()}
         nthwc = ncthw_to_nthwc(clip.numpy())
-        results["tensorflow"] = timed(lambda: tf_forward(variables, nthwc, final_endpoint="Logits"), repeats)
-        tf_logits = tf_forward(variables, nthwc)["Logits"]
+        # TensorFlow at its best: the same tf.nn network traced once into a graph (tf.function,
+        # grappler on, weights as constants) returning only the logits. Uses tf_reference's
+        # internals on purpose: tf_forward itself is eager and returns every endpoint as numpy.
+        from i3d_convert import tf_reference as ref
+
+        checked, _ = ref._check_variables(variables, ref.detect_scope(list(variables)), False, 3)
+        ops = ref._TFOps(checked, tf.float32, 1e-3, ref.detect_scope(list(variables)))
+        graph = tf.function(lambda x: ref._inception_i3d(ops, x, "Logits")["Logits"])
+        x_tf = tf.constant(nthwc)
+        results["tensorflow (tf.function)"] = timed(lambda: graph(x_tf).numpy(), repeats)
+        results["tensorflow (eager tf_forward)"] = timed(lambda: tf_forward(variables, nthwc), repeats)
+        tf_logits = graph(x_tf).numpy()
         print(f"check: logits vs TF rel L2 {difference(reference.numpy(), tf_logits).rel_l2:.2e}; "
               f"naive port vs TF {difference(naive.numpy(), tf_logits).rel_l2:.2e}")
     mm = matmul_gflops(args.threads)
 
     ours = statistics.median(results["i3d_convert"])
-    print(f"\n{'path':14s} {'median s':>9s} {'min s':>8s} {'clips/s':>8s} {'GFLOP/s':>8s} {'ours is':>9s}")
+    print(f"\n{'path':30s} {'median s':>9s} {'min s':>8s} {'clips/s':>8s} {'GFLOP/s':>8s} {'ours is':>9s}")
     summary = {}
     for name, times in results.items():
         med = statistics.median(times)
         summary[name] = {"median_s": med, "min_s": min(times), "clips_per_s": 1 / med, "gflops": flops / med / 1e9}
-        print(f"{name:14s} {med:9.3f} {min(times):8.3f} {1 / med:8.3f} {flops / med / 1e9:8.1f} {med / ours:8.2f}x")
+        print(f"{name:30s} {med:9.3f} {min(times):8.3f} {1 / med:8.3f} {flops / med / 1e9:8.1f} {med / ours:8.2f}x")
     print(f"torch.mm 4096^2: {mm:.1f} GFLOP/s; i3d_convert reaches {flops / ours / 1e9 / mm:.0%} of it")
     summary["matmul_gflops"] = mm
 
-    # bfloat16 on CPU: speed and accuracy cost.
+    # bfloat16 on CPU: speed and accuracy cost -- only where oneDNN has a bf16 convolution.
+    try:
+        x, w = torch.zeros(1, 8, 3, 8, 8, dtype=torch.bfloat16), torch.zeros(8, 8, 3, 3, 3, dtype=torch.bfloat16)
+        torch.ops.aten.mkldnn_convolution(x, w, None, [1, 1, 1], [1, 1, 1], [1, 1, 1], 1)
+    except RuntimeError as exc:
+        print(f"bfloat16: skipped, no fast bf16 convolution on this CPU ({str(exc).splitlines()[0]}); "
+              "PyTorch's fallback kernel takes minutes per clip")
+        summary["bfloat16"] = {"skipped": str(exc).splitlines()[0]}
+        print(json.dumps(summary))
+        return
     bf16 = InceptionI3d().eval()
     bf16.load_state_dict(state)
     bf16 = bf16.to(torch.bfloat16)

@@ -251,6 +251,9 @@ class Logits(nn.Module):
         return getattr(self, arch.LOGITS_CONV_NAME)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16):
+            # PyTorch's CPU avg_pool3d has no 16-bit kernel; the pooled map is tiny.
+            return F.avg_pool3d(x.float(), arch.LOGITS_POOL_KERNEL, stride=1).to(x.dtype)
         return F.avg_pool3d(x, arch.LOGITS_POOL_KERNEL, stride=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
