@@ -43,7 +43,8 @@ class ConversionResult:
     scope: str = ""
 
 
-def _sha256_of_files(paths) -> str:
+def sha256_of_files(paths) -> str:
+    """sha256 over the concatenated bytes of ``paths`` (recorded as ``source_sha256``)."""
     digest = hashlib.sha256()
     for path in paths:
         with open(path, "rb") as f:
@@ -76,7 +77,7 @@ def convert_checkpoint(
     """
     with CheckpointReader(path, verify_crc=verify_crc) as reader, ThreadPoolExecutor(1) as pool:
         # hashlib releases the GIL: hash the data file(s) while the tensors are read and copied.
-        data_sha256 = pool.submit(_sha256_of_files, reader.data_paths)
+        data_sha256 = pool.submit(sha256_of_files, reader.data_paths)
         arrays = {name: reader.read(name) for name in reader.keys() if reader.entries[name].dtype.kind in "fiub"}
         skipped_non_numeric = {name: "not a numeric tensor" for name in reader.keys() if name not in arrays}
         tf2 = translate_tf2_arrays(arrays, path=str(reader.path)) if is_tf2_object_checkpoint(list(arrays)) else None

@@ -15,7 +15,6 @@ No TensorFlow is imported here.
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Mapping, Optional, Tuple
@@ -24,6 +23,7 @@ import torch
 
 from . import architecture as arch
 from .errors import I3DConvertError, MappingError, PathLike
+from .convert import sha256_of_files
 from .model import InceptionI3d
 
 #: Suffixes of files holding an already converted (PyTorch) state_dict.
@@ -128,14 +128,6 @@ def checkpoint_data_files(prefix: PathLike) -> Tuple[Path, ...]:
     return files
 
 
-def sha256_of_files(paths) -> str:
-    """sha256 over the concatenated bytes of ``paths`` (what ``convert`` records as ``source_sha256``)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def recorded_source_sha256(path: PathLike) -> Optional[str]:

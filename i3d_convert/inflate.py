@@ -33,7 +33,6 @@ choices (flow stem, logits) and the measured numbers.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 from collections import OrderedDict
@@ -47,6 +46,7 @@ from torch import nn
 
 from . import __version__
 from . import architecture as arch
+from .convert import sha256_of_files
 from .errors import I3DConvertError, MappingError
 from .mapping import mapping_table, skip_reason, tf_to_torch_arrays
 
@@ -442,13 +442,6 @@ def inflate_weights(
 # --------------------------------------------------------------------------- sources on disk
 
 
-def _sha256(paths: Sequence[Path]) -> str:
-    digest = hashlib.sha256()
-    for p in paths:
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 22), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_slim(path: "str | os.PathLike[str]") -> Tuple[Dict[str, np.ndarray], str, List[Path]]:
@@ -594,7 +587,7 @@ def inflate(
         raise I3DConvertError(f"unknown source format {fmt!r}; use one of {', '.join(SOURCE_FORMATS)}")
     result = inflate_source(weights, mode=mode, in_channels=in_channels, num_classes=num_classes,
                             reinit_logits=reinit_logits, seed=seed)
-    result.metadata["source_sha256"] = _sha256(data_files)
+    result.metadata["source_sha256"] = sha256_of_files(data_files)
     return result
 
 
@@ -855,7 +848,7 @@ def inflate_timm(
                    f"time_kernels={time_kernel!r}, mode={mode!r})",
         "source_format": f"timm:{name}",
         "source_checkpoint": path or "",
-        "source_sha256": _sha256([Path(weights)]) if weights is not None else "",
+        "source_sha256": sha256_of_files([Path(weights)]) if weights is not None else "",
         "mode": mode,
         "time_kernels": json.dumps({n: k for n, (k, _) in plan.items()}),
         "logits": logits,
