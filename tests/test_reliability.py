@@ -36,13 +36,14 @@ def _stray_temporaries(out: Path) -> list:
 _SLOW_CONVERSION = textwrap.dedent(
     """
     import sys, time
-    import safetensors.torch as st
-    original = st.save_file
+    import i3d_convert
+    convert_module = sys.modules["i3d_convert.convert"]  # the attribute i3d_convert.convert is the function
+    original = convert_module.write_safetensors
     def slow_save(*args, **kwargs):
         original(*args, **kwargs)          # the temporary file is complete on disk ...
         print("WRITTEN", flush=True)
         time.sleep(60)                     # ... and we are interrupted before the rename
-    st.save_file = slow_save
+    convert_module.write_safetensors = slow_save
     from i3d_convert.cli import main
     main(["tf-to-torch", sys.argv[1], "-o", sys.argv[2]])
     """
