@@ -228,19 +228,26 @@ def _raise_on_sigterm(signum, frame):  # pragma: no cover - exercised in a subpr
     raise SystemExit(128 + signum)
 
 
-def main(argv: Optional[List[str]] = None) -> None:
-    """Console entry point of ``i3d-convert``."""
+def run_app(cli_app: typer.Typer, prog: str, argv: Optional[List[str]] = None) -> None:
+    """Run a typer app as a console script: SIGTERM unwinds like Ctrl-C (so partial outputs are
+    removed), and an :class:`I3DConvertError` becomes one line on stderr and exit code 1
+    (``--debug`` or ``I3D_CONVERT_DEBUG=1`` re-raise it)."""
     global _DEBUG
     args = list(sys.argv[1:] if argv is None else argv)
     _DEBUG = "--debug" in args or os.environ.get("I3D_CONVERT_DEBUG") == "1"
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     try:
-        app(args=args, prog_name="i3d-convert")
+        cli_app(args=args, prog_name=prog)
     except I3DConvertError as exc:
         if _DEBUG:
             raise
-        sys.stderr.write(f"i3d-convert: error: {exc}\n")
+        sys.stderr.write(f"{prog}: error: {exc}\n")
         sys.exit(1)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Console entry point of ``i3d-convert``."""
+    run_app(app, "i3d-convert", argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

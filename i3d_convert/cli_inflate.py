@@ -9,7 +9,6 @@ printed as one line on stderr with exit code 1 (``--debug`` or
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -17,7 +16,6 @@ from typing import List, Optional
 
 import typer
 
-from .errors import I3DConvertError
 
 PROG = "i3d-inflate"
 
@@ -102,15 +100,9 @@ def inflate_command(
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Console entry point of ``i3d-inflate``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args or os.environ.get("I3D_CONVERT_DEBUG") == "1"
-    try:
-        app(args=args, prog_name=PROG)
-    except I3DConvertError as exc:
-        if debug:
-            raise
-        sys.stderr.write(f"{PROG}: error: {exc}\n")
-        sys.exit(1)
+    from .cli import run_app
+
+    run_app(app, PROG, argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

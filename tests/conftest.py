@@ -54,10 +54,8 @@ def synthetic_checkpoint(tmp_path_factory) -> Callable[[str], Path]:
     return make
 
 
-@pytest.fixture
-def cli(capsys):
-    """Run ``i3d-convert`` in-process: returns (exit code, stdout, stderr)."""
-    from i3d_convert.cli import main
+def cli_runner(main, capsys):
+    """Run a console script's ``main`` in-process: returns (exit code, stdout, stderr)."""
 
     def run(*args: str):
         try:
@@ -69,3 +67,11 @@ def cli(capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+@pytest.fixture
+def cli(capsys):
+    """``i3d-convert`` in-process: returns (exit code, stdout, stderr)."""
+    from i3d_convert.cli import main
+
+    return cli_runner(main, capsys)

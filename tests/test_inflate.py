@@ -37,7 +37,7 @@ from i3d_convert.metrics import difference
 from i3d_convert.model import InceptionI3d
 from i3d_convert.tolerances import FLOAT64_REL_L2
 
-from conftest import INCEPTION_FIXTURES, REPO_ROOT, requires_shared
+from conftest import INCEPTION_FIXTURES, REPO_ROOT, cli_runner, requires_shared
 
 # The module, not the function: ``i3d_convert.inflate`` is the function ``inflate`` at package level.
 inf = importlib.import_module("i3d_convert.inflate")
@@ -217,16 +217,7 @@ def slim_v1_checkpoint(tmp_path_factory, slim_weights) -> Path:
 def run_cli(capsys):
     """``i3d-inflate`` in-process: returns (exit code, stdout, stderr)."""
 
-    def run(*args):
-        try:
-            inflate_main([str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
+    return cli_runner(inflate_main, capsys)
 
 
 # --------------------------------------------------------------------------- tables
