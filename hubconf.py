@@ -23,7 +23,7 @@ def i3d_inception_v1(release="rgb_imagenet", pretrained=False, weights=None, **k
     ``pretrained=True`` without it downloads and converts the release. Other keyword arguments
     (``dropout``, ``final_endpoint``, ``num_classes``, ...) go to ``InceptionI3d``.
     """
-    from i3d_convert.hub import i3d
+    from i3d_convert.integrations.hub import i3d
 
     return i3d(release, pretrained=pretrained, weights=weights, **kwargs)
 

@@ -27,8 +27,8 @@ mode, prefix, out = sys.argv[1], sys.argv[2], sys.argv[3]
 t0 = time.perf_counter()
 import numpy as np, torch
 from safetensors.torch import save_file
-from i3d_convert.mapping import tf_to_torch_arrays
-from i3d_convert.convert import convert_checkpoint, save_state_dict
+from i3d_convert.names.tf1 import tf_to_torch_arrays
+from i3d_convert.conversion.tf_to_torch import convert_checkpoint, save_state_dict
 import safetensors.torch  # noqa: F401  (both paths: imports outside the timed part)
 if mode == "tensorflow":
     import torchvision  # noqa: F401  (TF must not be imported before torchvision)
@@ -74,7 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    from i3d_convert.synthetic import write_synthetic_checkpoint
+    from i3d_convert.conversion.synthetic import write_synthetic_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
         prefix = write_synthetic_checkpoint(Path(tmp) / "ckpt", "rgb_imagenet", seed=0)

@@ -4,7 +4,7 @@ Usage::
 
     python bench/gpu_parity.py [--checkpoint CKPT] [--frames 16] [--no-write]
 
-Runs :func:`i3d_convert.verify.verify` on the GPU three times -- float32 with
+Runs :func:`i3d_convert.verification.verify.verify` on the GPU three times -- float32 with
 TF32 off (the parity setting), float32 with TF32 on (what TF32 costs), and
 float64 -- on the built-in synthetic checkpoint (or ``--checkpoint``), and
 writes a table with the GPU's name between the ``gpu-parity`` markers of
@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402  (torch before TensorFlow, see i3d_convert.tf_reference)
+import torch  # noqa: E402  (torch before TensorFlow, see i3d_convert.reference.tf_reference)
 
 DOC = REPO / "docs" / "benchmarks.md"
 RESULTS = REPO / "bench" / "results"
@@ -63,7 +63,7 @@ def _markdown(reports, gpu: str, frames: int, checkpoint: str) -> str:
 
 
 def _write_section(section: str) -> None:
-    from i3d_convert.atomic import atomic_output
+    from i3d_convert.io.atomic import atomic_output
 
     text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
     if START in text and END in text:
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
         print("gpu_parity: no CUDA GPU visible to PyTorch here; nothing measured "
               "(docs/verify.md says so; run this on a machine with a GPU).")
         return 0
-    from i3d_convert.verify import verify
+    from i3d_convert.verification.verify import verify
 
     gpu = torch.cuda.get_device_name(0)
     cache: dict = {}
@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     section = _markdown(reports, gpu, args.frames, reports[0][1].checkpoint)
     print(section)
     if not args.no_write:
-        from i3d_convert.atomic import atomic_output
+        from i3d_convert.io.atomic import atomic_output
 
         RESULTS.mkdir(parents=True, exist_ok=True)
         raw = {label: json.loads(report.to_json()) for label, report in reports}

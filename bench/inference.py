@@ -7,7 +7,7 @@ In one run, on the same clip and the same number of threads:
 * ``tensorflow``: the independent TF reference network (plain ``tf.nn``), traced
   into a graph with ``tf.function`` (TF's fast path), and as ``tf_forward`` runs
   it eagerly for ``verify``;
-* ``naive port``: the common PyTorch port's approach (``i3d_convert.ports.PiergiajI3D``:
+* ``naive port``: the common PyTorch port's approach (``i3d_convert.models.ports.PiergiajI3D``:
   ``F.pad`` before every layer, NCDHW, conv -> BatchNorm3d -> ReLU);
 * ``torch.mm``: a large float32 matmul, the machine's attainable GFLOP/s.
 
@@ -34,10 +34,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from i3d_convert import InceptionI3d  # noqa: E402
-from i3d_convert.layouts import to_layout  # noqa: E402
-from i3d_convert.metrics import difference, ncthw_to_nthwc  # noqa: E402
-from i3d_convert.ports import PiergiajI3D  # noqa: E402
-from i3d_convert.synthetic import calibrated_state_dict, random_clip  # noqa: E402
+from i3d_convert.names.layouts import to_layout  # noqa: E402
+from i3d_convert.verification.metrics import difference, ncthw_to_nthwc  # noqa: E402
+from i3d_convert.models.ports import PiergiajI3D  # noqa: E402
+from i3d_convert.conversion.synthetic import calibrated_state_dict, random_clip  # noqa: E402
 
 
 def timed(fn, repeats: int) -> list:
@@ -52,7 +52,7 @@ def timed(fn, repeats: int) -> list:
 
 def count_flops(model: InceptionI3d, clip: torch.Tensor) -> float:
     """2 x multiply-adds of every convolution (pools, batch norm and ReLU are not counted)."""
-    from i3d_convert.model import Unit3D
+    from i3d_convert.models.i3d import Unit3D
 
     total = [0]
 
@@ -105,18 +105,18 @@ def main() -> None:
         reference = model(clip)
         naive = port.video_logits(clip)
     if not args.no_tf:
-        from i3d_convert.tf_reference import tf_forward
+        from i3d_convert.reference.tf_reference import tf_forward
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
-        variables = {k: v for k, v in __import__("i3d_convert.mapping", fromlist=["x"]).torch_to_tf_arrays(
+        variables = {k: v for k, v in __import__("i3d_convert.names.tf1", fromlist=["x"]).torch_to_tf_arrays(
             {k: v.numpy() for k, v in state.items()}).items()}
         nthwc = ncthw_to_nthwc(clip.numpy())
         # TensorFlow at its best: the same tf.nn network traced once into a graph (tf.function,
         # grappler on, weights as constants) returning only the logits. Uses tf_reference's
         # internals on purpose: tf_forward itself is eager and returns every endpoint as numpy.
-        from i3d_convert import tf_reference as ref
+        from i3d_convert.reference import tf_reference as ref
 
         checked, _ = ref._check_variables(variables, ref.detect_scope(list(variables)), False, 3)
         ops = ref._TFOps(checked, tf.float32, 1e-3, ref.detect_scope(list(variables)))

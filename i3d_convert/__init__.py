@@ -10,27 +10,24 @@ Public API::
     verify(...)                  run TensorFlow and PyTorch side by side, per endpoint
     i3d(name, pretrained=True)   a model from a known release (downloaded, converted, cached)
 
-TensorFlow is never imported by this package except by ``i3d_convert.tf_reference``
+TensorFlow is never imported by this package except by ``i3d_convert.reference.tf_reference``
 (the ``[tf]`` extra), which is loaded only for parity checks.
 """
 
-__version__ = "0.1.0"
+from i3d_convert._version import __version__  # noqa: E402
 
-# Functions that share their module's name (convert, inflate, verify) must be imported here,
-# once: importing the submodule sets the package attribute to the module, and only this
-# later binding makes ``i3d_convert.convert`` etc. the functions. All of these are light
-# (torch and numpy); TensorFlow and timm are imported only where they are used.
-from ._import_order import preload_native_libraries as _preload  # noqa: E402
+# All of these are light (torch and numpy); TensorFlow and timm are imported only where used.
+from i3d_convert._import_order import preload_native_libraries as _preload  # noqa: E402
 
 _preload()  # Triton before any TensorFlow: see i3d_convert/_import_order.py
 
-from .errors import I3DConvertError  # noqa: E402
-from .model import InceptionI3d  # noqa: E402
-from .tensorbundle import load_tf_checkpoint  # noqa: E402
-from .convert import convert, convert_checkpoint, convert_to_file, load_state_dict_file, save_state_dict  # noqa: E402
-from .inflate import inflate  # noqa: E402
-from .verify import verify  # noqa: E402
-from .hub import i3d  # noqa: E402
+from i3d_convert.errors import I3DConvertError  # noqa: E402
+from i3d_convert.models.i3d import InceptionI3d  # noqa: E402
+from i3d_convert.io.tensorbundle import load_tf_checkpoint  # noqa: E402
+from i3d_convert.conversion.tf_to_torch import convert, convert_checkpoint, convert_to_file, load_state_dict_file, save_state_dict  # noqa: E402
+from i3d_convert.inflation.inflate import inflate  # noqa: E402
+from i3d_convert.verification.verify import verify  # noqa: E402
+from i3d_convert.integrations.hub import i3d  # noqa: E402
 
 __all__ = [
     "__version__",

@@ -131,7 +131,7 @@ class ConvUnit:
 
     @property
     def torch_prefix(self) -> str:
-        """The module path in :class:`~i3d_convert.model.InceptionI3d`."""
+        """The module path in :class:`~i3d_convert.models.i3d.InceptionI3d`."""
         return self.path.replace("/", ".")
 
 
@@ -214,3 +214,27 @@ def find_layer(name: str) -> Optional[Layer]:
         if layer_name == name:
             return layer
     return None
+
+
+def min_logits_input() -> Tuple[int, int, int]:
+    """Smallest ``(T, H, W)`` for which the Logits block's ``[2, 7, 7]`` VALID pool has an output.
+
+    Computed from the layer table: (9, 193, 193).
+    """
+    strides = [layer.stride for _, layer in LAYERS if isinstance(layer, (Conv, MaxPool))]
+    out = []
+    for axis, need in enumerate(LOGITS_POOL_KERNEL):
+        n = 1
+        while True:
+            size = n
+            for stride in strides:
+                size = tf_same_output_size(size, stride[axis])
+            if size >= need:
+                break
+            n += 1
+        out.append(n)
+    return tuple(out)  # type: ignore[return-value]
+
+
+#: Fewest frames whose Logits exist at 224x224 (the [2, 7, 7] VALID pool needs 2 time steps of Mixed_5c).
+MIN_LOGITS_FRAMES = min_logits_input()[0]

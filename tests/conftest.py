@@ -40,7 +40,7 @@ def requires_shared(path: Path) -> None:
 @pytest.fixture(scope="session")
 def synthetic_checkpoint(tmp_path_factory) -> Callable[[str], Path]:
     """``synthetic_checkpoint(release, seed=0)`` -> prefix of a calibrated synthetic checkpoint (cached)."""
-    from i3d_convert.synthetic import write_synthetic_checkpoint
+    from i3d_convert.conversion.synthetic import write_synthetic_checkpoint
 
     cache: Dict[tuple, Path] = {}
     root = tmp_path_factory.mktemp("synthetic")
@@ -72,6 +72,6 @@ def cli_runner(main, capsys):
 @pytest.fixture
 def cli(capsys):
     """``i3d-convert`` in-process: returns (exit code, stdout, stderr)."""
-    from i3d_convert.cli import main
+    from i3d_convert.cli.app import main
 
     return cli_runner(main, capsys)

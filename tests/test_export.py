@@ -11,10 +11,10 @@ import torch
 
 from i3d_convert import convert
 from i3d_convert.errors import I3DConvertError, MappingError, OutputExistsError
-from i3d_convert.export import SCOPES, export_to_tf, output_files
-from i3d_convert.layouts import to_layout
-from i3d_convert.mapping import skip_reason
-from i3d_convert.tensorbundle import load_tf_checkpoint
+from i3d_convert.conversion.torch_to_tf import SCOPES, export_to_tf, output_files
+from i3d_convert.names.layouts import to_layout
+from i3d_convert.names.tf1 import skip_reason
+from i3d_convert.io.tensorbundle import load_tf_checkpoint
 
 from conftest import REPO_ROOT, SCHEMA_RELEASES
 from realweights import real_checkpoint, require_sdist, tf_variables
@@ -147,7 +147,7 @@ def test_export_never_imports_tensorflow(synthetic_checkpoint, tmp_path):
     script = (
         "import sys\n"
         "from i3d_convert import convert\n"
-        "from i3d_convert.export import export_to_tf\n"
+        "from i3d_convert.conversion.torch_to_tf import export_to_tf\n"
         f"export_to_tf(convert({str(synthetic_checkpoint('rgb_imagenet'))!r}), {str(tmp_path / 'model.ckpt')!r})\n"
         "assert 'tensorflow' not in sys.modules\n"
     )

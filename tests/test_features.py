@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from i3d_convert.convert import convert_to_file
+from i3d_convert.conversion.tf_to_torch import convert_to_file
 from i3d_convert.errors import I3DConvertError
-from i3d_convert.features import (
-    RANGE_TOLERANCE, endpoint_of, extract_features, load_clip_array, min_logits_input, validate_clips, window_starts,
-)
-from i3d_convert.hub import i3d
-from i3d_convert.metrics import difference
-from i3d_convert.synthetic import random_clip
+from i3d_convert.architecture import min_logits_input
+from i3d_convert.integrations.features import endpoint_of, extract_features, window_starts
+from i3d_convert.io.clips import RANGE_TOLERANCE, load_clip_array, validate_clips
+from i3d_convert.integrations.hub import i3d
+from i3d_convert.verification.metrics import difference
+from i3d_convert.conversion.synthetic import random_clip
 
 #: Relative L2 error allowed between a row and its window run alone. Batched and single-window
 #: float32 convolutions may round differently (oneDNN chooses kernels and work splits by shape):
@@ -118,7 +118,7 @@ def test_logits_refuse_windows_too_small_before_any_work(weights):
 def test_a_gif_is_resized_cropped_scaled_and_windowed(cli, weights, tmp_path):
     from PIL import Image
 
-    from i3d_convert.video import load_video
+    from i3d_convert.io.video import load_video
 
     rng = np.random.default_rng(0)
     frames = [Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)) for _ in range(12)]

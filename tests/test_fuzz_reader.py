@@ -34,9 +34,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from i3d_convert import _protowire as wire
+from i3d_convert.io import protowire as wire
 from i3d_convert.errors import CheckpointFormatError
-from i3d_convert.tensorbundle import CheckpointReader, write_checkpoint
+from i3d_convert.io.tensorbundle import CheckpointReader, write_checkpoint
 
 TOTAL = int(os.environ.get("I3D_FUZZ_EXAMPLES", "10000"))
 CASE_SECONDS = 1.0  # CPU seconds every single case, however mutated, must finish within

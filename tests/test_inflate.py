@@ -30,17 +30,17 @@ import torchvision  # noqa: F401  (before TensorFlow: see conftest)
 import timm  # noqa: E402  (imports torchvision: must come before TensorFlow)
 
 from i3d_convert import architecture as arch
-from i3d_convert.cli_inflate import main as inflate_main
-from i3d_convert.convert import load_state_dict_file
-from i3d_convert.googlenet2d import GoogLeNet2d, random_frame, random_googlenet2d, slim_arrays
-from i3d_convert.metrics import difference
-from i3d_convert.model import InceptionI3d
-from i3d_convert.tolerances import FLOAT64_REL_L2
+from i3d_convert.cli.inflate import main as inflate_main
+from i3d_convert.conversion.tf_to_torch import load_state_dict_file
+from i3d_convert.models.googlenet2d import GoogLeNet2d, random_frame, random_googlenet2d, slim_arrays
+from i3d_convert.verification.metrics import difference
+from i3d_convert.models.i3d import InceptionI3d
+from i3d_convert.verification.tolerances import FLOAT64_REL_L2
 
 from conftest import INCEPTION_FIXTURES, REPO_ROOT, cli_runner, requires_shared
 
-# The module, not the function: ``i3d_convert.inflate`` is the function ``inflate`` at package level.
-inf = importlib.import_module("i3d_convert.inflate")
+# The module, not the function: ``i3d_convert.inflation.inflate`` is the function ``inflate`` at package level.
+inf = importlib.import_module("i3d_convert.inflation.inflate")
 
 #: The acceptance bar for float32: relative L2 error of an interior time step.
 BORING_REL_L2 = 1e-5
@@ -411,7 +411,7 @@ def test_boring_video_float32_within_1e5_on_trained_weights():
     frame of DeepMind's sample clip repeated 110 times: every interior step of every endpoint,
     and the logits, within the flat 1e-5 of the acceptance criterion."""
     import realweights
-    from i3d_convert.googlenet2d import from_slim_arrays
+    from i3d_convert.models.googlenet2d import from_slim_arrays
 
     slim = deflate(realweights.real_arrays())
     net = from_slim_arrays(slim)
@@ -509,7 +509,7 @@ def test_slim_v1_checkpoint_written_by_tensorflow_inflates_completely(slim_v1_ch
     result loads into InceptionI3d strictly and equals the in-memory inflation exactly."""
     import tensorflow as tf
 
-    from i3d_convert.tensorbundle import CheckpointReader
+    from i3d_convert.io.tensorbundle import CheckpointReader
 
     tf_reader = tf.train.load_checkpoint(str(slim_v1_checkpoint))
     tf_shapes = tf_reader.get_variable_to_shape_map()
@@ -795,9 +795,9 @@ def test_cli_refuses_to_overwrite_without_flag(torchvision_checkpoint, tmp_path,
 
 
 def test_console_script_runs_in_a_subprocess(tmp_path):
-    """The installed entry point is ``i3d_convert.cli_inflate:main``; run it as a module in a fresh process."""
+    """The installed entry point is ``i3d_convert.cli.inflate:main``; run it as a module in a fresh process."""
     out = tmp_path / "out.safetensors"
-    proc = subprocess.run([sys.executable, "-m", "i3d_convert.cli_inflate", str(tmp_path / "nope.pth"), "-o", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "i3d_convert.cli.inflate", str(tmp_path / "nope.pth"), "-o", str(out)],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1
     assert proc.stderr == f"i3d-inflate: error: {tmp_path / 'nope.pth'}: file not found\n"

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from i3d_convert import architecture as arch
-from i3d_convert.mapping import mapping_table
-from i3d_convert.model import InceptionI3d, MaxPool3dSame, Unit3D
+from i3d_convert.names.tf1 import mapping_table
+from i3d_convert.models.i3d import InceptionI3d, MaxPool3dSame, Unit3D
 
 
 def _explicit_same(x, kernel, stride, value):
@@ -107,7 +107,7 @@ def test_batch_norm_has_no_scale_and_eps_1e_3():
 
 
 def _calibrated_model(**kwargs):
-    from i3d_convert.synthetic import calibrated_state_dict
+    from i3d_convert.conversion.synthetic import calibrated_state_dict
 
     model = InceptionI3d(**kwargs).eval()
     model.load_state_dict(calibrated_state_dict(seed=4, calibration_shape=(9, 224, 224)), strict=True)
@@ -117,8 +117,8 @@ def _calibrated_model(**kwargs):
 def test_folded_batch_norm_inference_path_matches_plain_modules():
     """The fast path (eval + autograd off: folded BN, channels_last, oneDNN) computes the
     same function as the plain conv -> batch norm -> ReLU modules that training uses."""
-    from i3d_convert.metrics import difference
-    from i3d_convert.synthetic import random_clip
+    from i3d_convert.verification.metrics import difference
+    from i3d_convert.conversion.synthetic import random_clip
 
     fused = _calibrated_model().double()
     plain = _calibrated_model(fuse_bn=False).double()
@@ -136,7 +136,7 @@ def test_folded_batch_norm_inference_path_matches_plain_modules():
         assert torch.equal(grad_path[name], fast[name]), name
     # float32: folding rounds differently, so compare each to the float64 result: the
     # fast path's round-off must stay within 3x the plain modules' (FLOAT32_FLOOR_FACTOR).
-    from i3d_convert.tolerances import FLOAT32_FLOOR_FACTOR, FLOAT32_LOGITS_ATOL
+    from i3d_convert.verification.tolerances import FLOAT32_FLOOR_FACTOR, FLOAT32_LOGITS_ATOL
 
     exact = slow["Logits"]
     fused32, plain32 = fused.float(), plain.float()

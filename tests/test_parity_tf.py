@@ -1,6 +1,6 @@
 """Parity of the converted PyTorch model with an independent TensorFlow forward pass.
 
-The TensorFlow side (``i3d_convert.tf_reference.tf_forward``: plain ``tf.nn``
+The TensorFlow side (``i3d_convert.reference.tf_reference.tf_forward``: plain ``tf.nn``
 ops, 'SAME' padding, eps 1e-3) reads the checkpoint with TensorFlow's own
 reader; the PyTorch side reads it with ours and maps it. Checkpoints are seeded
 synthetic ones with the exact names and shapes of the real releases and
@@ -17,9 +17,9 @@ import torch
 
 from i3d_convert import InceptionI3d, convert
 from i3d_convert import architecture as arch
-from i3d_convert.metrics import difference, ncthw_to_nthwc
-from i3d_convert.synthetic import random_clip
-from i3d_convert.tolerances import (
+from i3d_convert.verification.metrics import difference, ncthw_to_nthwc
+from i3d_convert.conversion.synthetic import random_clip
+from i3d_convert.verification.tolerances import (
     FLOAT32_FLOOR_FACTOR,
     FLOAT32_LOGITS_ATOL,
     FLOAT32_REL_L2_MIN,
@@ -41,7 +41,7 @@ def _tf_variables(prefix) -> dict:
 
 @lru_cache(maxsize=None)
 def _run_both(prefix_str: str, in_channels: int, num_classes: int):
-    from i3d_convert.tf_reference import tf_forward
+    from i3d_convert.reference.tf_reference import tf_forward
 
     clip = random_clip((1, in_channels, CLIP_FRAMES, CLIP_SIZE, CLIP_SIZE), seed=11, dtype=torch.float64)
     state = convert(prefix_str)
@@ -62,7 +62,7 @@ def _run_both(prefix_str: str, in_channels: int, num_classes: int):
 
 @pytest.mark.parametrize("release", SCHEMA_RELEASES)
 def test_float64_every_endpoint_matches_tensorflow(release, synthetic_checkpoint):
-    from i3d_convert.releases import RELEASES
+    from i3d_convert.conversion.releases import RELEASES
 
     rel = RELEASES[release]
     runs = _run_both(str(synthetic_checkpoint(release)), rel.in_channels, rel.num_classes)
@@ -83,7 +83,7 @@ def test_float64_every_endpoint_matches_tensorflow(release, synthetic_checkpoint
 
 @pytest.mark.parametrize("release", SCHEMA_RELEASES)
 def test_float32_within_tensorflows_own_round_off(release, synthetic_checkpoint):
-    from i3d_convert.releases import RELEASES
+    from i3d_convert.conversion.releases import RELEASES
 
     rel = RELEASES[release]
     runs = _run_both(str(synthetic_checkpoint(release)), rel.in_channels, rel.num_classes)
@@ -102,7 +102,7 @@ def test_float32_within_tensorflows_own_round_off(release, synthetic_checkpoint)
 
 def test_wrong_batch_norm_eps_is_caught_by_the_float64_check(synthetic_checkpoint):
     """The check has teeth: eps 1e-5 (the FVD ports' setting) is orders of magnitude outside tolerance."""
-    from i3d_convert.releases import RELEASES
+    from i3d_convert.conversion.releases import RELEASES
 
     release = "rgb_imagenet"
     rel = RELEASES[release]

@@ -20,9 +20,9 @@ import pytest
 import torch
 
 from i3d_convert import I3DConvertError, InceptionI3d, load_state_dict_file
-from i3d_convert.atomic import TMP_SUFFIX
-from i3d_convert.synthetic import synthetic_tf_arrays
-from i3d_convert.tensorbundle import write_checkpoint
+from i3d_convert.io.atomic import TMP_SUFFIX
+from i3d_convert.conversion.synthetic import synthetic_tf_arrays
+from i3d_convert.io.tensorbundle import write_checkpoint
 
 from conftest import REPO_ROOT
 
@@ -37,14 +37,14 @@ _SLOW_CONVERSION = textwrap.dedent(
     """
     import sys, time
     import i3d_convert
-    convert_module = sys.modules["i3d_convert.convert"]  # the attribute i3d_convert.convert is the function
+    convert_module = sys.modules["i3d_convert.conversion.tf_to_torch"]  # the attribute i3d_convert.conversion.tf_to_torch is the function
     original = convert_module.write_safetensors
     def slow_save(*args, **kwargs):
         original(*args, **kwargs)          # the temporary file is complete on disk ...
         print("WRITTEN", flush=True)
         time.sleep(60)                     # ... and we are interrupted before the rename
     convert_module.write_safetensors = slow_save
-    from i3d_convert.cli import main
+    from i3d_convert.cli.app import main
     main(["tf-to-torch", sys.argv[1], "-o", sys.argv[2]])
     """
 )
@@ -88,7 +88,7 @@ def test_two_conversions_racing_for_one_path_leave_one_complete_file(synthetic_c
     out = tmp_path / "raced.safetensors"
     sources = [synthetic_checkpoint("rgb_imagenet"), synthetic_checkpoint("rgb_scratch")]
     procs = [
-        subprocess.Popen([sys.executable, "-m", "i3d_convert.cli", "tf-to-torch", str(src), "-o", str(out),
+        subprocess.Popen([sys.executable, "-m", "i3d_convert.cli.app", "tf-to-torch", str(src), "-o", str(out),
                           "--overwrite", "-q"], cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
         for src in sources
     ]
@@ -106,7 +106,7 @@ def test_two_conversions_racing_for_one_path_leave_one_complete_file(synthetic_c
 def test_racing_without_overwrite_one_wins_one_fails_cleanly(synthetic_checkpoint, tmp_path):
     out = tmp_path / "raced.safetensors"
     procs = [
-        subprocess.Popen([sys.executable, "-m", "i3d_convert.cli", "tf-to-torch",
+        subprocess.Popen([sys.executable, "-m", "i3d_convert.cli.app", "tf-to-torch",
                           str(synthetic_checkpoint("rgb_imagenet")), "-o", str(out), "-q"],
                          cwd=REPO_ROOT, stderr=subprocess.PIPE, text=True)
         for _ in range(2)
@@ -215,14 +215,14 @@ def loopback_server():
 def _release_file(server, payload: bytes, sha: str = None):
     import hashlib
 
-    from i3d_convert.releases import ReleaseFile
+    from i3d_convert.conversion.releases import ReleaseFile
 
     sha = sha or hashlib.sha1(b"blob %d\0" % len(payload) + payload).hexdigest()
     return ReleaseFile("model.ckpt.index", f"http://127.0.0.1:{server.server_port}/f", len(payload), sha)
 
 
 def test_cut_download_resumes_and_is_verified_before_it_is_moved_into_place(loopback_server, tmp_path):
-    from i3d_convert.releases import download_file
+    from i3d_convert.conversion.releases import download_file
 
     payload = np.random.default_rng(1).bytes(300_000)
     _RangeHandler.payload, _RangeHandler.cut_after, _RangeHandler.requests = payload, 100_000, []
@@ -241,7 +241,7 @@ def test_cut_download_resumes_and_is_verified_before_it_is_moved_into_place(loop
 
 
 def test_download_with_wrong_hash_is_removed(loopback_server, tmp_path):
-    from i3d_convert.releases import download_file
+    from i3d_convert.conversion.releases import download_file
 
     payload = b"x" * 1000
     _RangeHandler.payload, _RangeHandler.cut_after = payload, None
@@ -252,7 +252,7 @@ def test_download_with_wrong_hash_is_removed(loopback_server, tmp_path):
 
 
 def test_unreachable_download_is_a_one_line_error(tmp_path, cli, monkeypatch):
-    from i3d_convert import releases
+    from i3d_convert.conversion import releases
 
     rel = releases.RELEASES["rgb_imagenet"]
     dead = [releases.ReleaseFile(f.name, "http://127.0.0.1:9/none", f.size, f.git_sha1) for f in rel.files]
@@ -264,7 +264,7 @@ def test_unreachable_download_is_a_one_line_error(tmp_path, cli, monkeypatch):
 
 # ------------------------------------------------------------ every bad-index class, through the CLI
 
-from i3d_convert import _protowire as wire  # noqa: E402
+from i3d_convert.io import protowire as wire  # noqa: E402
 from test_tensorbundle import entry_proto, header_proto, with_block_crcs_fixed, write_raw_bundle  # noqa: E402
 
 

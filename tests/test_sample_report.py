@@ -7,7 +7,7 @@ import io
 import numpy as np
 import pytest
 
-from i3d_convert.sample_report import format_report, format_sample_report, parse_report, softmax_float32
+from i3d_convert.verification.sample_report import format_report, format_sample_report, parse_report, softmax_float32
 
 from conftest import KINETICS_FIXTURES, requires_shared
 
@@ -42,7 +42,7 @@ def _deepmind_print(logits: np.ndarray, labels) -> str:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_report_from_logits_equals_deepminds_print_statements(seed):
-    from i3d_convert.releases import load_labels
+    from i3d_convert.conversion.releases import load_labels
 
     labels = load_labels(400)
     rng = np.random.default_rng(seed)
@@ -128,7 +128,7 @@ def test_gif_only_evaluate_sample_of_cli_export_when_registered_alone(synthetic_
     import typer
     from typer.testing import CliRunner
 
-    from i3d_convert import cli_export
+    from i3d_convert.cli import export as cli_export
     from i3d_convert.errors import I3DConvertError
 
     app = typer.Typer()

@@ -1,4 +1,4 @@
-"""The TensorFlow-free checkpoint reader and writer (``i3d_convert.tensorbundle``, V1 included).
+"""The TensorFlow-free checkpoint reader and writer (``i3d_convert.io.tensorbundle``, V1 included).
 
 Ground truth is TensorFlow itself: checkpoints written by ``tf.raw_ops.SaveV2``,
 ``MergeV2Checkpoints``, ``tf.train.Checkpoint`` and the V1 ``Saver`` must read
@@ -19,10 +19,10 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 import numpy as np
 import pytest
 
-from i3d_convert import _protowire as wire
-from i3d_convert import tensorbundle
+from i3d_convert.io import protowire as wire
+from i3d_convert.io import tensorbundle
 from i3d_convert.errors import CheckpointFormatError, ChecksumError, I3DConvertError
-from i3d_convert.tensorbundle import (
+from i3d_convert.io.tensorbundle import (
     CheckpointReader,
     TensorEntry,
     TensorNotFoundError,
@@ -309,7 +309,7 @@ def test_tf2_object_checkpoint_lists_the_object_graph_and_load_skips_it(tmp_path
     prefix = ckpt.write(str(tmp_path / "obj"))
     names = [name for name, _, _ in list_variables(prefix)]
     assert "_CHECKPOINTABLE_OBJECT_GRAPH" in names
-    with caplog.at_level(logging.INFO, logger="i3d_convert.tensorbundle"):
+    with caplog.at_level(logging.INFO, logger="i3d_convert.io.tensorbundle"):
         loaded = load_tf_checkpoint(prefix)
     assert "_CHECKPOINTABLE_OBJECT_GRAPH" not in loaded
     assert "skipped non-numeric tensors: _CHECKPOINTABLE_OBJECT_GRAPH (string)" in caplog.text

@@ -1,8 +1,8 @@
 """TF2 object-based checkpoints of the Sonnet 2 port (kinetics-i3d PR #127) convert exactly, without TensorFlow.
 
 The checkpoints are written by TensorFlow itself: ``tf.train.Checkpoint(model=SonnetI3D)``
-(:mod:`i3d_convert.tf_reference`, written independently of
-:mod:`i3d_convert.tf2_names`) loaded with a synthetic checkpoint's weights.
+(:mod:`i3d_convert.reference.tf_reference`, written independently of
+:mod:`i3d_convert.names.tf2`) loaded with a synthetic checkpoint's weights.
 They are read back by the package's TF-free reader and name table.
 """
 
@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from i3d_convert.errors import MappingError
-from i3d_convert.mapping import mapping_table
-from i3d_convert.tf2_names import SCALE, SKIP, TENSOR, tf2_name_table
+from i3d_convert.names.tf1 import mapping_table
+from i3d_convert.names.tf2 import SCALE, SKIP, TENSOR, tf2_name_table
 
 from conftest import SCHEMA_RELEASES
 
@@ -71,8 +71,8 @@ def tf2_checkpoints(synthetic_checkpoint, tmp_path_factory):
     """release -> (TF1 prefix, TF2 object-based prefix written by tf.train.Checkpoint)."""
     if not HAS_SONNET:
         pytest.skip("TensorFlow and dm-sonnet (the [tf] extra) are not installed")
-    from i3d_convert import tf_reference as R
-    from i3d_convert.tensorbundle import load_tf_checkpoint
+    from i3d_convert.reference import tf_reference as R
+    from i3d_convert.io.tensorbundle import load_tf_checkpoint
 
     out = {}
     root = tmp_path_factory.mktemp("tf2")
@@ -87,8 +87,8 @@ def tf2_checkpoints(synthetic_checkpoint, tmp_path_factory):
 @pytest.mark.parametrize("release", SCHEMA_RELEASES)
 def test_sonnet2_checkpoint_converts_to_exactly_the_tf1_conversion(release, tf2_checkpoints):
     from i3d_convert import convert
-    from i3d_convert.convert import convert_checkpoint
-    from i3d_convert.tensorbundle import list_variables
+    from i3d_convert.conversion.tf_to_torch import convert_checkpoint
+    from i3d_convert.io.tensorbundle import list_variables
 
     tf1, tf2 = tf2_checkpoints[release]
     names = [name for name, _, _ in list_variables(tf2)]
@@ -112,7 +112,7 @@ def test_sonnet2_checkpoint_converts_to_exactly_the_tf1_conversion(release, tf2_
 @needs_sonnet
 def test_tf_to_torch_cli_converts_a_sonnet2_checkpoint(tf2_checkpoints, tmp_path, cli):
     from i3d_convert import InceptionI3d
-    from i3d_convert.convert import load_state_dict_file
+    from i3d_convert.conversion.tf_to_torch import load_state_dict_file
 
     _, tf2 = tf2_checkpoints["flow_imagenet"]
     out = tmp_path / "flow.safetensors"
@@ -123,7 +123,7 @@ def test_tf_to_torch_cli_converts_a_sonnet2_checkpoint(tf2_checkpoints, tmp_path
 
 @needs_sonnet
 def test_verify_runs_tensorflow_on_the_restored_sonnet2_module_and_passes(tf2_checkpoints):
-    from i3d_convert.verify import verify
+    from i3d_convert.verification.verify import verify
 
     _, tf2 = tf2_checkpoints["rgb_scratch_kin600"]
     report = verify(tf2, dtype="float64", frames=FRAMES)
@@ -136,7 +136,7 @@ def test_verify_runs_tensorflow_on_the_restored_sonnet2_module_and_passes(tf2_ch
 
 
 def _edited(tf2_prefix, tmp_path, edit):
-    from i3d_convert.tensorbundle import load_tf_checkpoint, write_checkpoint
+    from i3d_convert.io.tensorbundle import load_tf_checkpoint, write_checkpoint
 
     arrays = {k: v for k, v in load_tf_checkpoint(tf2_prefix).items() if v.dtype.kind in "fiu"}
     edit(arrays)
@@ -154,7 +154,7 @@ def _edited(tf2_prefix, tmp_path, edit):
     ("two_roots", "expected exactly one"),
 ])
 def test_non_i3d_tf2_checkpoints_are_refused_naming_the_variable(case, message, tf2_checkpoints, tmp_path):
-    from i3d_convert.convert import convert_checkpoint
+    from i3d_convert.conversion.tf_to_torch import convert_checkpoint
 
     _, tf2 = tf2_checkpoints["rgb_imagenet"]
     offset = "model/Mixed_4d/branch_1/branch_b/batch_norm/offset" + SUFFIX
@@ -176,7 +176,7 @@ def test_non_i3d_tf2_checkpoints_are_refused_naming_the_variable(case, message, 
 
 @needs_sonnet
 def test_save_counter_of_checkpoint_save_is_skipped(tf2_checkpoints, tmp_path):
-    from i3d_convert.convert import convert_checkpoint
+    from i3d_convert.conversion.tf_to_torch import convert_checkpoint
 
     _, tf2 = tf2_checkpoints["rgb_imagenet"]
 

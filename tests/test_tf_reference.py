@@ -1,4 +1,4 @@
-"""Tests of the TensorFlow oracle (i3d_convert.tf_reference), independent of PyTorch.
+"""Tests of the TensorFlow oracle (i3d_convert.reference.tf_reference), independent of PyTorch.
 
 They show that the reference is right on its own terms:
 
@@ -13,7 +13,7 @@ They show that the reference is right on its own terms:
 * errors are strict; the TF2 object-graph names are those of the Sonnet 2 port;
 * importing the module prevents the TF-then-torchvision segfault.
 
-TensorFlow must only be imported through i3d_convert.tf_reference (which loads
+TensorFlow must only be imported through i3d_convert.reference.tf_reference (which loads
 torchvision/triton first); ``pytest.importorskip("tensorflow")`` would import it
 directly and could make a later ``import torchvision`` in the same session crash.
 """
@@ -33,7 +33,7 @@ import pytest
 if importlib.util.find_spec("tensorflow") is None:  # pragma: no cover
     pytest.skip("tensorflow is not installed", allow_module_level=True)
 
-from i3d_convert import tf_reference as R  # noqa: E402  (imports tensorflow safely)
+from i3d_convert.reference import tf_reference as R  # noqa: E402  (imports tensorflow safely)
 from i3d_convert.errors import MappingError  # noqa: E402
 
 tf = R.tf
@@ -444,7 +444,7 @@ def test_import_i3d_convert_does_not_import_tensorflow():
 @pytest.mark.skipif(importlib.util.find_spec("torchvision") is None, reason="torchvision is not installed")
 def test_torchvision_and_timm_import_after_tf_reference():
     extra = "import timm\n" if importlib.util.find_spec("timm") is not None else ""
-    code = ("import i3d_convert.tf_reference as r\nimport torchvision\n" + extra
+    code = ("import i3d_convert.reference.tf_reference as r\nimport torchvision\n" + extra
             + "print(r.tf.reduce_sum(r.tf.ones([3])).numpy())\n")
     result = run_python(code)
     assert result.returncode == 0, f"rc={result.returncode}\n{result.stderr[-2000:]}"
@@ -457,7 +457,7 @@ def test_tensorflow_imported_first_warns_instead_of_crashing():
     code = ("import warnings, tensorflow\n"
             "with warnings.catch_warnings(record=True) as caught:\n"
             "    warnings.simplefilter('always')\n"
-            "    import i3d_convert.tf_reference\n"
+            "    import i3d_convert.reference.tf_reference\n"
             "print(any('before tensorflow' in str(w.message) for w in caught))\n")
     result = run_python(code)
     assert result.returncode == 0, f"rc={result.returncode}\n{result.stderr[-2000:]}"
@@ -481,7 +481,7 @@ def test_importing_the_package_first_makes_tensorflow_then_timm_safe():
     import subprocess
     import sys
 
-    code = "import i3d_convert, tensorflow, timm, i3d_convert.timm_models; print('ok')"
+    code = "import i3d_convert, tensorflow, timm, i3d_convert.integrations.timm_models; print('ok')"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -492,7 +492,7 @@ def test_timm_registration_after_tensorflow_is_a_clear_error_not_a_crash():
     import subprocess
     import sys
 
-    code = "import tensorflow, i3d_convert\ntry:\n    import i3d_convert.timm_models\nexcept ImportError as e:\n    print('refused:', e)"
+    code = "import tensorflow, i3d_convert\ntry:\n    import i3d_convert.integrations.timm_models\nexcept ImportError as e:\n    print('refused:', e)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -18,17 +18,19 @@ import torch
 
 timm = pytest.importorskip("timm", reason="the [timm] extra is not installed")
 
-import i3d_convert.timm_models as timm_models  # noqa: E402  (registers i3d_inception_v1)
-from i3d_convert import hub, releases  # noqa: E402
-from i3d_convert.convert import convert_to_file, load_state_dict_file  # noqa: E402
+import i3d_convert.integrations.timm_models as timm_models  # noqa: E402  (registers i3d_inception_v1)
+from i3d_convert.integrations import hub  # noqa: E402
+from i3d_convert.conversion import releases  # noqa: E402
+from i3d_convert.conversion.weights import weights_shape  # noqa: E402  # noqa: E402
+from i3d_convert.conversion.tf_to_torch import convert_to_file, load_state_dict_file  # noqa: E402
 from i3d_convert.errors import I3DConvertError  # noqa: E402
-from i3d_convert.features import min_logits_input  # noqa: E402
-from i3d_convert.model import InceptionI3d  # noqa: E402
-from i3d_convert.synthetic import random_clip  # noqa: E402
-from i3d_convert.tensorbundle import load_tf_checkpoint, write_checkpoint  # noqa: E402
+from i3d_convert.architecture import min_logits_input  # noqa: E402
+from i3d_convert.models.i3d import InceptionI3d  # noqa: E402
+from i3d_convert.conversion.synthetic import random_clip  # noqa: E402
+from i3d_convert.io.tensorbundle import load_tf_checkpoint, write_checkpoint  # noqa: E402
 
-#: The module (``i3d_convert.convert`` as an attribute is the package's ``convert()`` function).
-convert_module = importlib.import_module("i3d_convert.convert")
+#: The module (``i3d_convert.conversion.tf_to_torch`` as an attribute is the package's ``convert()`` function).
+convert_module = importlib.import_module("i3d_convert.conversion.tf_to_torch")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 #: Which synthetic checkpoint stands in for each tag. The scratch releases have exactly the
 #: names and shapes of their ImageNet siblings, so they share one synthetic checkpoint
@@ -77,7 +79,7 @@ def reference_logits(converted):
 
 def reference_model(path: Path) -> InceptionI3d:
     state = load_state_dict_file(path)
-    in_channels, num_classes = hub.weights_shape(state)
+    in_channels, num_classes = weights_shape(state)
     model = InceptionI3d(num_classes, in_channels).eval()
     model.load_state_dict(state, strict=True)
     return model
@@ -212,7 +214,7 @@ def test_i3d_builds_the_release_shape_and_loads_any_weights_format(converted):
 
 
 def test_i3d_reads_the_piergiaj_layout(converted, tmp_path):
-    from i3d_convert.layouts import to_layout
+    from i3d_convert.names.layouts import to_layout
 
     _, path = converted("rgb_imagenet")
     state = load_state_dict_file(path)

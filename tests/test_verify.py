@@ -24,11 +24,11 @@ import torch
 
 from i3d_convert import architecture as arch
 from i3d_convert.errors import I3DConvertError
-from i3d_convert.tolerances import FLOAT32_FLOOR_FACTOR, FLOAT32_LOGITS_ATOL, FLOAT32_REL_L2_MIN, FLOAT64_REL_L2
+from i3d_convert.verification.tolerances import FLOAT32_FLOOR_FACTOR, FLOAT32_LOGITS_ATOL, FLOAT32_REL_L2_MIN, FLOAT64_REL_L2
 
 from conftest import KINETICS_FIXTURES, REPO_ROOT, SCHEMA_RELEASES
 
-# TensorFlow is imported only through i3d_convert.tf_reference (torchvision first), never directly here.
+# TensorFlow is imported only through i3d_convert.reference.tf_reference (torchvision first), never directly here.
 if importlib.util.find_spec("tensorflow") is None:  # pragma: no cover
     pytest.skip("TensorFlow is not installed (the [tf] extra)", allow_module_level=True)
 
@@ -48,7 +48,7 @@ def tf_cache():
 
 @pytest.fixture(scope="module")
 def rgb64(synthetic_checkpoint, tf_cache):
-    from i3d_convert.verify import verify
+    from i3d_convert.verification.verify import verify
 
     return verify(synthetic_checkpoint("rgb_imagenet"), dtype="float64", frames=FRAMES, cache=tf_cache)
 
@@ -58,15 +58,15 @@ def cached_cli(cli, monkeypatch, tf_cache):
     """The in-process CLI with ``verify`` sharing this module's TensorFlow cache (same numbers, less time)."""
     import functools
 
-    import i3d_convert.verify  # noqa: F401  (the package attribute ``verify`` is the function)
+    import i3d_convert.verification.verify  # noqa: F401  (the package attribute ``verify`` is the function)
 
-    verify_module = sys.modules["i3d_convert.verify"]
+    verify_module = sys.modules["i3d_convert.verification.verify"]
     monkeypatch.setattr(verify_module, "verify", functools.partial(verify_module.verify, cache=tf_cache))
     return cli
 
 
 def _labels(num_classes):
-    from i3d_convert.releases import load_labels
+    from i3d_convert.conversion.releases import load_labels
 
     return load_labels(num_classes)
 
@@ -77,7 +77,7 @@ def _labels(num_classes):
 def test_verify_without_arguments_exits_0_and_prints_every_endpoint_within_60_s(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), TF_CPP_MIN_LOG_LEVEL="3", COLUMNS="160")
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "i3d_convert.cli", "verify"], cwd=tmp_path, env=env,
+    result = subprocess.run([sys.executable, "-m", "i3d_convert.cli.app", "verify"], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=600)
     seconds = time.perf_counter() - start
     print(f"\n`i3d-convert verify`: {seconds:.1f} s wall\n{result.stdout}")
@@ -98,8 +98,8 @@ def test_verify_without_arguments_exits_0_and_prints_every_endpoint_within_60_s(
 
 @pytest.mark.parametrize("release", SCHEMA_RELEASES)
 def test_float64_every_endpoint_within_1e_10(release, synthetic_checkpoint, tf_cache, rgb64):
-    from i3d_convert.releases import RELEASES
-    from i3d_convert.verify import verify
+    from i3d_convert.conversion.releases import RELEASES
+    from i3d_convert.verification.verify import verify
 
     rel = RELEASES[release]
     report = rgb64 if release == "rgb_imagenet" else verify(
@@ -120,7 +120,7 @@ def test_float64_every_endpoint_within_1e_10(release, synthetic_checkpoint, tf_c
 
 @pytest.mark.parametrize("release", SCHEMA_RELEASES)
 def test_float32_within_three_times_tensorflows_own_float32_error(release, synthetic_checkpoint, tf_cache):
-    from i3d_convert.verify import verify
+    from i3d_convert.verification.verify import verify
 
     report = verify(synthetic_checkpoint(release), dtype="float32", frames=FRAMES, cache=tf_cache)
     print(f"\n{release} float32:")
@@ -142,7 +142,7 @@ def test_float32_within_three_times_tensorflows_own_float32_error(release, synth
 
 def test_perturbed_tensor_exits_1_naming_the_first_diverging_endpoint(synthetic_checkpoint, tmp_path, cached_cli):
     from i3d_convert import convert
-    from i3d_convert.convert import save_state_dict
+    from i3d_convert.conversion.tf_to_torch import save_state_dict
 
     prefix = synthetic_checkpoint("rgb_imagenet")
     state = convert(prefix)
@@ -162,7 +162,7 @@ def test_perturbed_tensor_exits_1_naming_the_first_diverging_endpoint(synthetic_
 
 
 def test_bn_eps_1e5_on_the_torch_side_fails_at_the_first_batch_norm_and_is_named(synthetic_checkpoint, tf_cache):
-    from i3d_convert.verify import verify
+    from i3d_convert.verification.verify import verify
 
     report = verify(synthetic_checkpoint("rgb_imagenet"), dtype="float32", frames=FRAMES, torch_bn_eps=1e-5,
                     cache=tf_cache)
@@ -178,7 +178,7 @@ def test_bn_eps_1e5_on_the_torch_side_fails_at_the_first_batch_norm_and_is_named
 
 @pytest.fixture(scope="module")
 def piergiaj_file(synthetic_checkpoint, tmp_path_factory):
-    from i3d_convert.convert import convert_checkpoint, save_state_dict
+    from i3d_convert.conversion.tf_to_torch import convert_checkpoint, save_state_dict
 
     result = convert_checkpoint(synthetic_checkpoint("rgb_imagenet"), layout="piergiaj")
     assert "Mixed_3b.b1b.conv3d.weight" in result.state_dict
@@ -186,7 +186,7 @@ def piergiaj_file(synthetic_checkpoint, tmp_path_factory):
 
 
 def test_piergiaj_layout_with_deepminds_settings_matches_tensorflow(synthetic_checkpoint, piergiaj_file, tf_cache):
-    from i3d_convert.verify import verify
+    from i3d_convert.verification.verify import verify
 
     report = verify(synthetic_checkpoint("rgb_imagenet"), torch_weights=piergiaj_file, layout="piergiaj",
                     dtype="float32", frames=FRAMES, cache=tf_cache)
@@ -220,7 +220,7 @@ def test_piergiaj_audit_separates_symmetric_padding_from_eps_and_exits_1(synthet
 
 
 def test_torch_file_alone_is_checked_against_tensorflow_on_its_own_weights(piergiaj_file, tf_cache):
-    from i3d_convert.verify import verify
+    from i3d_convert.verification.verify import verify
 
     report = verify(torch_weights=piergiaj_file, layout="piergiaj", dtype="float32", frames=FRAMES, cache=tf_cache)
     assert report.passed and report.checkpoint == "none"
@@ -233,8 +233,8 @@ def test_torch_file_alone_is_checked_against_tensorflow_on_its_own_weights(pierg
 def test_json_holds_the_numbers_versions_devices_and_input_hash(rgb64, tmp_path):
     import hashlib
 
-    from i3d_convert.synthetic import random_clip
-    from i3d_convert.metrics import ncthw_to_nthwc
+    from i3d_convert.conversion.synthetic import random_clip
+    from i3d_convert.verification.metrics import ncthw_to_nthwc
 
     path = rgb64.write_json(tmp_path / "report.json")
     data = json.loads(path.read_text())
@@ -253,7 +253,7 @@ def test_json_holds_the_numbers_versions_devices_and_input_hash(rgb64, tmp_path)
 
 def test_plot_is_a_log_scale_image_written_atomically(rgb64, tmp_path):
     pytest.importorskip("matplotlib")
-    from i3d_convert.verify import plot_report
+    from i3d_convert.verification.verify import plot_report
 
     for name, magic in (("errors.png", b"\x89PNG"), ("errors.svg", b"<?xml")):
         path = plot_report(rgb64, tmp_path / name)
@@ -269,7 +269,7 @@ def test_plot_is_a_log_scale_image_written_atomically(rgb64, tmp_path):
 def test_npy_input_is_used_as_given_and_hashed(synthetic_checkpoint, tmp_path, tf_cache):
     import hashlib
 
-    from i3d_convert.verify import verify
+    from i3d_convert.verification.verify import verify
 
     rng = np.random.default_rng(5)
     clip = np.clip(rng.standard_normal((1, FRAMES, 224, 224, 2)) * 0.5, -1, 1).astype(np.float32)
@@ -282,7 +282,7 @@ def test_npy_input_is_used_as_given_and_hashed(synthetic_checkpoint, tmp_path, t
 
 
 def test_gif_input_is_read_like_deepminds_sample(synthetic_checkpoint, tf_cache):
-    from i3d_convert.verify import verify
+    from i3d_convert.verification.verify import verify
 
     gif = KINETICS_FIXTURES / "v_CricketShot_g04_c01_rgb.gif"
     if not gif.is_file():
@@ -303,7 +303,7 @@ def test_gif_input_is_read_like_deepminds_sample(synthetic_checkpoint, tf_cache)
     (dict(tf_device="tpu"), "TensorFlow device"),
 ])
 def test_bad_arguments_are_one_line_errors(kwargs, message, synthetic_checkpoint):
-    from i3d_convert.verify import verify
+    from i3d_convert.verification.verify import verify
 
     if kwargs.get("device") == "cuda" and torch.cuda.is_available():
         pytest.skip("CUDA is available here")

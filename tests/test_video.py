@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from i3d_convert.errors import I3DConvertError
-from i3d_convert.video import load_gif, load_video, read_frames, to_ncthw
+from i3d_convert.io.video import load_gif, load_video, read_frames, to_ncthw
 
 from conftest import KINETICS_FIXTURES, requires_shared
 

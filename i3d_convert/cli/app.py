@@ -1,0 +1,249 @@
+"""Command line: a thin layer over the Python API.
+
+Every :class:`~i3d_convert.errors.I3DConvertError` is caught once, in
+:func:`main`, and printed as one line on stderr with exit code 1; ``--debug``
+(or ``I3D_CONVERT_DEBUG=1``) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from i3d_convert.errors import I3DConvertError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Convert DeepMind's I3D TensorFlow checkpoints to PyTorch, exactly.",
+)
+
+_DEBUG = False
+
+
+@app.callback()
+def _global_options(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")) -> None:
+    global _DEBUG
+    _DEBUG = _DEBUG or debug
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+@app.command("tf-to-torch")
+def tf_to_torch(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint prefix (.../model.ckpt), its .index file, or its folder."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output file (.safetensors or .pt)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="safetensors (default) or pt; default from the suffix."),
+    layout: str = typer.Option("native", "--layout", help="native (InceptionI3d keys) or piergiaj."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+    refuse_non_finite: bool = typer.Option(False, "--refuse-non-finite", help="Fail if any weight is NaN or inf."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+) -> None:
+    """Convert a DeepMind I3D TensorFlow checkpoint to a PyTorch state_dict (no TensorFlow needed)."""
+    from i3d_convert.conversion.tf_to_torch import convert_to_file
+
+    start = time.perf_counter()
+    result = convert_to_file(checkpoint, output, fmt=fmt, layout=layout, overwrite=overwrite,
+                             refuse_non_finite=refuse_non_finite)
+    if result.non_finite:
+        sys.stderr.write(
+            f"i3d-convert: warning: {checkpoint}: {len(result.non_finite)} tensors hold NaN or inf values "
+            f"(first {next(iter(result.non_finite))}); pass --refuse-non-finite to reject such files\n"
+        )
+    seconds = time.perf_counter() - start
+    summary = {
+        "output": str(output),
+        "tensors": len(result.state_dict),
+        "skipped": result.skipped,
+        "non_finite": result.non_finite,
+        "in_channels": result.in_channels,
+        "num_classes": result.num_classes,
+        "scope": result.scope,
+        "seconds": round(seconds, 3),
+        "metadata": result.metadata,
+    }
+    if as_json:
+        _print_json(summary)
+    elif not quiet:
+        console = _console()
+        console.print(
+            f"wrote {output}: {len(result.state_dict)} tensors ({layout} layout), "
+            f"{result.in_channels} input channels, {result.num_classes} classes, scope {result.scope!r}, "
+            f"{seconds:.2f} s"
+        )
+        if result.skipped:
+            reasons = {}
+            for reason in result.skipped.values():
+                reasons[reason] = reasons.get(reason, 0) + 1
+            console.print("skipped: " + ", ".join(f"{n} x {r}" for r, n in reasons.items()))
+
+
+@app.command()
+def info(
+    checkpoint: Path = typer.Argument(..., help="Checkpoint prefix, .index file or folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List a checkpoint's variables and the state_dict key each maps to (reads only the index)."""
+    from i3d_convert.names.tf1 import mapping_table, detect_scope, skip_reason
+    from i3d_convert.io.tensorbundle import list_variables
+
+    variables = list_variables(checkpoint)
+    names = [name for name, _, _ in variables]
+    try:
+        scope = detect_scope(names, str(checkpoint))
+        shapes = {name: shape for name, _, shape in variables}
+        stem = shapes[f"{scope}Conv3d_1a_7x7/conv_3d/w"]
+        logits = shapes.get(f"{scope}Logits/Conv3d_0c_1x1/conv_3d/w", (0, 0, 0, 0, 400))
+        table = mapping_table(int(stem[3]), int(logits[4]))
+    except I3DConvertError:
+        scope, table = "", {}
+    rows = []
+    for name, dtype, shape in variables:
+        reason = skip_reason(name)
+        rule = table.get(name[len(scope):]) if name.startswith(scope) else None
+        target = f"skipped: {reason}" if reason else (rule.torch_key if rule else "UNKNOWN")
+        rows.append({"name": name, "dtype": dtype, "shape": list(shape), "torch_key": target,
+                     "torch_shape": list(rule.torch_shape) if rule and not reason else None})
+    if as_json:
+        _print_json({"checkpoint": str(checkpoint), "scope": scope, "variables": rows})
+        return
+    from rich.table import Table
+
+    t = Table(title=f"{checkpoint}: {len(rows)} variables, scope {scope!r}")
+    for column in ("TF variable", "dtype", "shape", "state_dict key", "torch shape"):
+        t.add_column(column)
+    for row in rows:
+        t.add_row(row["name"], row["dtype"], str(row["shape"]), row["torch_key"],
+                  str(row["torch_shape"]) if row["torch_shape"] else "")
+    _console().print(t)
+
+
+@app.command()
+def download(
+    name: str = typer.Argument(..., help="Release: rgb_imagenet, rgb_scratch, flow_imagenet, flow_scratch, rgb_scratch_kin600."),
+    directory: Optional[Path] = typer.Option(None, "--dir", help="Folder (default: checkpoints/NAME)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q"),
+) -> None:
+    """Download a DeepMind release, verified against the manifest's size and git blob sha1."""
+    from i3d_convert.conversion.releases import download as download_release
+
+    directory = directory or Path("checkpoints") / name
+    if quiet:
+        prefix = download_release(name, directory)
+    else:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+        with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                      TransferSpeedColumn()) as progress:
+            def callback(file_name: str):
+                task = progress.add_task(file_name, total=None)
+                return lambda done, total: progress.update(task, completed=done, total=total)
+
+            prefix = download_release(name, directory, progress=callback)
+        _console().print(f"checkpoint ready: {prefix}")
+    if quiet:
+        print(prefix)
+
+
+@app.command()
+def demo(
+    release: str = typer.Option("rgb_imagenet", "--release", help="Which release's names and shapes to synthesise."),
+    workdir: Optional[Path] = typer.Option(None, "--workdir", help="Keep the files here (default: a temporary folder)."),
+    seed: int = typer.Option(0, "--seed"),
+    frames: int = typer.Option(16, "--frames"),
+) -> None:
+    """The main job on a built-in default: synthesise a checkpoint with DeepMind's exact
+    names and shapes, convert it, load it strictly into InceptionI3d and classify a clip."""
+    import torch
+
+    from i3d_convert.conversion.tf_to_torch import convert_to_file, load_state_dict_file
+    from i3d_convert.models.i3d import InceptionI3d
+    from i3d_convert.conversion.releases import get_release, load_labels
+    from i3d_convert.conversion.synthetic import random_clip, write_synthetic_checkpoint
+
+    rel = get_release(release)
+    console = _console()
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(workdir) if workdir else Path(tmp)
+        start = time.perf_counter()
+        prefix = write_synthetic_checkpoint(base / release, release, seed)
+        console.print(f"1. synthetic checkpoint with the real {rel.num_variables} names and shapes of "
+                      f"{release}: {prefix} ({time.perf_counter() - start:.1f} s)")
+        output = base / f"{release}.safetensors"
+        start = time.perf_counter()
+        result = convert_to_file(prefix, output, overwrite=True)
+        console.print(f"2. tf-to-torch: {len(result.state_dict)} tensors -> {output} "
+                      f"({time.perf_counter() - start:.2f} s; skipped {len(result.skipped)} optimizer/bookkeeping variables)")
+        model = InceptionI3d(result.num_classes, result.in_channels).eval()
+        model.load_state_dict(load_state_dict_file(output), strict=True)
+        clip = random_clip((1, rel.in_channels, frames, 224, 224), seed=seed + 1)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            logits = model(clip)[0]
+        console.print(f"3. loaded with strict=True; forward of 1x{rel.in_channels}x{frames}x224x224 "
+                      f"in {time.perf_counter() - start:.2f} s; logits norm {logits.norm():.4f}")
+        labels = load_labels(result.num_classes)
+        probs = torch.softmax(logits, 0)
+        top = torch.topk(logits, 5)
+        console.print("   top-5 (random weights, so the classes mean nothing):")
+        for value, index in zip(top.values.tolist(), top.indices.tolist()):
+            console.print(f"   {probs[index]:.6f} {value:10.6f} {labels[index]}")
+
+
+def _register_commands() -> None:
+    """Add the commands of the other ``cli`` modules (one module per job) to ``app``."""
+    from i3d_convert.cli import export, features, verify
+
+    for module in (verify, export, features):
+        module.register(app)
+
+
+_register_commands()
+
+
+def _raise_on_sigterm(signum, frame):  # pragma: no cover - exercised in a subprocess test
+    raise SystemExit(128 + signum)
+
+
+def run_app(cli_app: typer.Typer, prog: str, argv: Optional[List[str]] = None) -> None:
+    """Run a typer app as a console script: SIGTERM unwinds like Ctrl-C (so partial outputs are
+    removed), and an :class:`I3DConvertError` becomes one line on stderr and exit code 1
+    (``--debug`` or ``I3D_CONVERT_DEBUG=1`` re-raise it)."""
+    global _DEBUG
+    args = list(sys.argv[1:] if argv is None else argv)
+    _DEBUG = "--debug" in args or os.environ.get("I3D_CONVERT_DEBUG") == "1"
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    try:
+        cli_app(args=args, prog_name=prog)
+    except I3DConvertError as exc:
+        if _DEBUG:
+            raise
+        sys.stderr.write(f"{prog}: error: {exc}\n")
+        sys.exit(1)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """Console entry point of ``i3d-convert``."""
+    run_app(app, "i3d-convert", argv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

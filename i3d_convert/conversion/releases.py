@@ -1,0 +1,176 @@
+"""The five DeepMind kinetics-i3d releases: manifest, label maps, verified downloads.
+
+The manifest (``i3d_convert/data/releases.json``; ``checkpoints/manifest.json``
+in the repository points at it) gives each file's address, size and git blob
+sha1 (sha1 of ``b"blob <size>\\0" + content``, the id GitHub serves it under).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+from i3d_convert import architecture as arch
+from i3d_convert.errors import I3DConvertError
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+MANIFEST_PATH = DATA_DIR / "releases.json"
+INDEX_DIR = DATA_DIR / "index"
+CACHE_ENV = "I3D_CONVERT_CACHE"
+DATA_FILE = "model.ckpt.data-00000-of-00001"
+INDEX_FILE = "model.ckpt.index"
+
+
+@dataclass(frozen=True)
+class ReleaseFile:
+    name: str
+    url: str
+    size: int
+    git_sha1: str
+
+
+@dataclass(frozen=True)
+class Release:
+    """One released checkpoint and the model it needs."""
+
+    name: str
+    stream: str  # "rgb" or "flow"
+    pretraining: str  # "imagenet" or "scratch"
+    in_channels: int
+    num_classes: int
+    scope: str
+    num_variables: int
+    label_map: str  # file name under i3d_convert/data
+    files: Tuple[ReleaseFile, ...]
+
+    def file(self, name: str) -> ReleaseFile:
+        return next(f for f in self.files if f.name == name)
+
+
+def _load_manifest() -> Dict[str, Release]:
+    raw = json.loads(MANIFEST_PATH.read_text())
+    out = {}
+    for name, entry in raw["releases"].items():
+        files = tuple(ReleaseFile(**f) for f in entry.pop("files"))
+        out[name] = Release(name=name, files=files, **entry)
+    return out
+
+
+RELEASES: Dict[str, Release] = _load_manifest()
+
+
+def get_release(name: str) -> Release:
+    if name not in RELEASES:
+        raise I3DConvertError(f"unknown release {name!r}; known: {', '.join(RELEASES)}")
+    return RELEASES[name]
+
+
+def release_index_path(name: str) -> Path:
+    """The vendored real ``model.ckpt.index`` of a release (DeepMind, Apache-2.0)."""
+    return INDEX_DIR / f"{get_release(name).name}.index"
+
+
+@lru_cache(maxsize=None)
+def load_labels(num_classes: int = arch.NUM_CLASSES_400) -> List[str]:
+    """Kinetics-400 or Kinetics-600 class names in logit order."""
+    files = {arch.NUM_CLASSES_400: "label_map_400.txt", arch.NUM_CLASSES_600: "label_map_600.txt"}
+    if num_classes not in files:
+        return [f"class_{i}" for i in range(num_classes)]
+    return (DATA_DIR / files[num_classes]).read_text().splitlines()
+
+
+def cache_dir() -> Path:
+    """Where downloads and conversions are cached: ``$I3D_CONVERT_CACHE`` or ``~/.cache/i3d-convert``."""
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "i3d-convert"
+
+
+def git_blob_sha1(path: "str | os.PathLike[str]") -> str:
+    """sha1 of ``b"blob <size>\\0" + content``: the id git (and GitHub) gives the file."""
+    path = Path(path)
+    digest = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def _fetch(url: str, part: Path, expected_size: int, progress: Optional[ProgressCallback]) -> None:
+    """Append ``url`` into ``part``, resuming from its current length (HTTP Range)."""
+    have = part.stat().st_size if part.exists() else 0
+    if have > expected_size:
+        part.unlink()
+        have = 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        if have and response.status != 206:  # server ignored Range: start over
+            have = 0
+        with open(part, "ab" if have else "wb") as out:
+            while True:
+                chunk = response.read(1 << 20)
+                if not chunk:
+                    break
+                out.write(chunk)
+                have += len(chunk)
+                if have > expected_size:
+                    raise I3DConvertError(f"server sent more than the expected {expected_size} bytes", url)
+                if progress:
+                    progress(have, expected_size)
+
+
+def download_file(item: ReleaseFile, destination: Path, progress: Optional[ProgressCallback] = None) -> Path:
+    """Download one file to ``destination``, verified by size and git blob sha1.
+
+    Bytes go to ``<destination>.part`` (kept between attempts, so an
+    interrupted download resumes) and only a verified file is moved into place.
+    """
+    if destination.exists() and destination.stat().st_size == item.size and git_blob_sha1(destination) == item.git_sha1:
+        return destination
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    part = destination.with_name(destination.name + ".part")
+    try:
+        _fetch(item.url, part, item.size, progress)
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        raise I3DConvertError(f"download failed ({exc}); run again to resume", item.url) from None
+    size = part.stat().st_size
+    if size != item.size or git_blob_sha1(part) != item.git_sha1:
+        part.unlink()
+        raise I3DConvertError(
+            f"downloaded file does not match the manifest (size {size}, expected {item.size}, or hash differs); removed",
+            item.url,
+        )
+    os.replace(part, destination)
+    return destination
+
+
+def download(name: str, directory: "Optional[str | os.PathLike[str]]" = None,
+             progress: Optional[Callable[[str], Optional[ProgressCallback]]] = None) -> Path:
+    """Fetch a release's index and data file; return the checkpoint prefix.
+
+    ``directory`` defaults to ``cache_dir()/checkpoints/<name>``. ``progress``,
+    given a file name, returns a ``(done, total)`` callback or None.
+    """
+    release = get_release(name)
+    target = Path(directory) if directory is not None else cache_dir() / "checkpoints" / release.name
+    for item in release.files:
+        download_file(item, target / item.name, progress(item.name) if progress else None)
+    return target / "model.ckpt"
+
+
+__all__ = [
+    "RELEASES", "Release", "ReleaseFile", "get_release", "release_index_path", "load_labels", "cache_dir",
+    "git_blob_sha1", "download", "download_file",
+]

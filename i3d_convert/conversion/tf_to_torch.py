@@ -1,0 +1,259 @@
+"""tf-to-torch: checkpoint file -> arrays -> mapped state_dict -> .safetensors / .pt.
+
+No TensorFlow is imported on this path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Mapping, Optional
+
+import numpy as np
+import torch
+
+from i3d_convert._version import __version__
+from i3d_convert import architecture as arch
+from i3d_convert.io.atomic import atomic_output, check_output_path
+from i3d_convert.errors import I3DConvertError
+from i3d_convert.names.layouts import LAYOUTS, to_layout
+from i3d_convert.names.tf1 import MappedCheckpoint, tf_to_torch_arrays
+from i3d_convert.io.tensorbundle import CheckpointReader
+from i3d_convert.names.tf2 import is_tf2_object_checkpoint, translate_tf2_arrays
+
+FORMATS = ("safetensors", "pt")
+
+
+@dataclass
+class ConversionResult:
+    """A converted checkpoint: the state_dict plus what was done to get it."""
+
+    state_dict: "OrderedDict[str, torch.Tensor]"
+    metadata: Dict[str, str]
+    skipped: Dict[str, str] = field(default_factory=dict)  # TF name -> why it was not converted
+    non_finite: Dict[str, int] = field(default_factory=dict)  # torch key -> count of NaN/inf values
+    sources: Dict[str, str] = field(default_factory=dict)  # torch key -> TF name
+    in_channels: int = arch.RGB_CHANNELS
+    num_classes: int = arch.NUM_CLASSES_400
+    scope: str = ""
+
+
+def sha256_of_files(paths) -> str:
+    """sha256 over the concatenated bytes of ``paths`` (recorded as ``source_sha256``)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _to_tensor(array: np.ndarray) -> torch.Tensor:
+    # One copy: from the (read-only, memory-mapped) checkpoint into a C-contiguous tensor.
+    return torch.from_numpy(np.array(array, dtype=array.dtype, order="C", copy=True))
+
+
+def convert_checkpoint(
+    path: "str | os.PathLike[str]",
+    *,
+    layout: str = "native",
+    verify_crc: bool = True,
+    expected_in_channels: Optional[int] = None,
+    expected_num_classes: Optional[int] = None,
+    refuse_non_finite: bool = False,
+) -> ConversionResult:
+    """Read a DeepMind I3D TensorFlow checkpoint and return a PyTorch state_dict with provenance.
+
+    ``path`` is a checkpoint prefix (``.../model.ckpt``), its ``.index`` file,
+    a folder holding one checkpoint, or a TF V1 checkpoint file. Every tensor's
+    crc32c is checked. ``layout`` is ``native`` (:class:`InceptionI3d` keys) or
+    one of :data:`i3d_convert.names.layouts.LAYOUTS`. NaN/inf weights are counted in
+    ``result.non_finite``; with ``refuse_non_finite`` they are an error.
+    """
+    with CheckpointReader(path, verify_crc=verify_crc) as reader, ThreadPoolExecutor(1) as pool:
+        # hashlib releases the GIL: hash the data file(s) while the tensors are read and copied.
+        data_sha256 = pool.submit(sha256_of_files, reader.data_paths)
+        arrays = {name: reader.read(name) for name in reader.keys() if reader.entries[name].dtype.kind in "fiub"}
+        skipped_non_numeric = {name: "not a numeric tensor" for name in reader.keys() if name not in arrays}
+        tf2 = translate_tf2_arrays(arrays, path=str(reader.path)) if is_tf2_object_checkpoint(list(arrays)) else None
+        if tf2 is not None:  # Sonnet 2 object-based names -> DeepMind's TF1 names
+            arrays, skipped_non_numeric = tf2.arrays, {**skipped_non_numeric, **tf2.skipped}
+        mapped: MappedCheckpoint = tf_to_torch_arrays(
+            arrays,
+            path=str(reader.path),
+            expected_in_channels=expected_in_channels,
+            expected_num_classes=expected_num_classes,
+        )
+        if tf2 is not None:  # provenance names the TF2 variables
+            mapped.sources = {key: tf2.sources.get(name, name) for key, name in mapped.sources.items()}
+        state: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+        for key in sorted(mapped.arrays, key=_model_order()):
+            state[key] = _to_tensor(mapped.arrays[key])
+            reader.release(mapped.sources[key])  # the copy is made: the mapped pages can go
+        source = str(reader.path)
+        source_sha256 = data_sha256.result()
+    non_finite = {k: int(np.size(a) - np.count_nonzero(np.isfinite(a)))
+                  for k, a in ((k, v.numpy()) for k, v in state.items() if v.is_floating_point())
+                  if not np.isfinite(a).all()}
+    if non_finite and refuse_non_finite:
+        key = next(iter(non_finite))
+        raise I3DConvertError(
+            f"{len(non_finite)} tensors hold NaN or inf values, first {mapped.sources[key]!r} "
+            f"({non_finite[key]} values); refusing as asked",
+            source,
+        )
+    metadata = {
+        "format": "pt",
+        "producer": f"i3d-convert {__version__}",
+        "source_checkpoint": source,
+        "source_sha256": source_sha256,
+        "num_classes": str(mapped.num_classes),
+        "in_channels": str(mapped.in_channels),
+        "bn_eps": repr(arch.BN_EPS),
+        "layout": layout,
+        "tf_scope": mapped.scope,
+        "tf_checkpoint_kind": "tf2-object" if tf2 is not None else "tf1",
+    }
+    if layout != "native":
+        state = to_layout(state, layout)
+    return ConversionResult(
+        state, metadata, {**skipped_non_numeric, **mapped.skipped}, non_finite, mapped.sources,
+        mapped.in_channels, mapped.num_classes, mapped.scope,
+    )
+
+
+def convert(path: "str | os.PathLike[str]", *, layout: str = "native") -> "OrderedDict[str, torch.Tensor]":
+    """The converted state_dict of a TF checkpoint (see :func:`convert_checkpoint`)."""
+    return convert_checkpoint(path, layout=layout).state_dict
+
+
+def _model_order():
+    from i3d_convert.names.tf1 import mapping_table
+
+    order = {rule.torch_key: i for i, rule in enumerate(mapping_table().values())}
+    return lambda key: (order.get(key, len(order)), key)
+
+
+def output_format(path: "str | os.PathLike[str]", fmt: Optional[str]) -> str:
+    if fmt is None:
+        suffix = Path(path).suffix.lower()
+        fmt = {".safetensors": "safetensors", ".pt": "pt", ".pth": "pt", ".bin": "pt"}.get(suffix, "safetensors")
+    if fmt not in FORMATS:
+        raise I3DConvertError(f"unknown output format {fmt!r}; use one of {', '.join(FORMATS)}")
+    return fmt
+
+
+_SAFETENSORS_DTYPES = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+
+
+def write_safetensors(state_dict: Mapping[str, torch.Tensor], path: "str | os.PathLike[str]",
+                      metadata: Optional[Mapping[str, str]] = None) -> None:
+    """Write the safetensors format, streaming each tensor's bytes straight to the file.
+
+    (``safetensors.torch.save_file`` first copies every tensor into a ``bytes``
+    object, doubling peak memory.) Layout: 8-byte little-endian header length,
+    a JSON header (``__metadata__`` and ``{dtype, shape, data_offsets}`` per
+    tensor, padded with spaces to a multiple of 8), then the tensors back to back.
+    """
+    header: Dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    tensors = []
+    offset = 0
+    for name, tensor in state_dict.items():
+        if tensor.dtype not in _SAFETENSORS_DTYPES:
+            raise I3DConvertError(f"tensor {name!r} has dtype {tensor.dtype}, which safetensors cannot hold")
+        tensor = tensor.detach().cpu().contiguous()
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
+                        "data_offsets": [offset, offset + size]}
+        tensors.append(tensor)
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with open(path, "wb") as f:
+        f.write(len(encoded).to_bytes(8, "little"))
+        f.write(encoded)
+        for tensor in tensors:
+            if tensor.numel():
+                # bfloat16 has no numpy dtype: write its raw 16-bit words.
+                view = tensor.view(torch.int16) if tensor.dtype == torch.bfloat16 else tensor
+                f.write(memoryview(view.numpy()).cast("B"))
+
+
+def save_state_dict(
+    state_dict: Mapping[str, torch.Tensor],
+    path: "str | os.PathLike[str]",
+    metadata: Optional[Mapping[str, str]] = None,
+    *,
+    fmt: Optional[str] = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a state_dict atomically as ``.safetensors`` (metadata in the header) or ``.pt``.
+
+    A ``.pt`` file holds the plain state_dict (``model.load_state_dict(torch.load(f,
+    weights_only=True))`` works) with the metadata in its ``_metadata[""]["i3d_convert"]``.
+    """
+    fmt = output_format(path, fmt)
+    meta = {k: str(v) for k, v in (metadata or {}).items()}
+    meta["format"] = "pt"  # safetensors' own convention for torch tensors
+    with atomic_output(path, overwrite) as tmp:
+        if fmt == "safetensors":
+            write_safetensors(state_dict, tmp, meta)
+        else:
+            out = OrderedDict(state_dict)
+            out._metadata = OrderedDict({"": {"i3d_convert": meta}})  # type: ignore[attr-defined]
+            torch.save(out, tmp)
+    return Path(path)
+
+
+def convert_to_file(
+    checkpoint: "str | os.PathLike[str]",
+    output: "str | os.PathLike[str]",
+    *,
+    fmt: Optional[str] = None,
+    layout: str = "native",
+    overwrite: bool = False,
+    refuse_non_finite: bool = False,
+) -> ConversionResult:
+    """Convert ``checkpoint`` and write it to ``output``; nothing is written on any error."""
+    if layout not in ("native",) + tuple(LAYOUTS):
+        raise I3DConvertError(f"unknown layout {layout!r}; use native or {', '.join(LAYOUTS)}")
+    output_format(output, fmt)
+    check_output_path(output, overwrite)
+    result = convert_checkpoint(checkpoint, layout=layout, refuse_non_finite=refuse_non_finite)
+    save_state_dict(result.state_dict, output, result.metadata, fmt=fmt, overwrite=overwrite)
+    return result
+
+
+def load_state_dict_file(path: "str | os.PathLike[str]") -> "OrderedDict[str, torch.Tensor]":
+    """Read a ``.safetensors`` or ``.pt``/``.pth`` state_dict safely (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise I3DConvertError("file not found", path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+    try:
+        if head[:2] == b"PK" or head[:1] == b"\x80":
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+                obj = obj["state_dict"]
+            if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+                raise I3DConvertError("not a state_dict of tensors", path)
+            return OrderedDict(obj)
+        from safetensors.torch import load_file
+
+        return OrderedDict(load_file(str(path)))
+    except I3DConvertError:
+        raise
+    except Exception as exc:  # safetensors / pickle errors: report, never trust
+        raise I3DConvertError(f"not a readable state_dict ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})", path) from None

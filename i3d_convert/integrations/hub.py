@@ -1,0 +1,176 @@
+"""Build a ready-to-use :class:`InceptionI3d` from a release name or a weights file.
+
+``i3d("rgb_imagenet")`` is the one-liner researchers want: it downloads
+DeepMind's release on first use (verified against the manifest), converts it
+once to ``<cache>/converted/rgb_imagenet.safetensors`` and loads it. The cache
+is ``releases.cache_dir()`` (``$I3D_CONVERT_CACHE`` or ``~/.cache/i3d-convert``).
+
+A cached conversion is reused as long as the ``source_sha256`` recorded in its
+safetensors metadata equals the sha256 of the checkpoint's data file(s) next to
+it; when the checkpoint changes (or the cached file is unreadable) it is
+converted again, atomically, so concurrent callers never see a partial file.
+
+No TensorFlow is imported here.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Callable, Mapping, Optional, Tuple
+
+import torch
+
+from i3d_convert import architecture as arch
+from i3d_convert.errors import I3DConvertError, MappingError, PathLike
+from i3d_convert.conversion.tf_to_torch import sha256_of_files
+from i3d_convert.models.i3d import InceptionI3d
+from i3d_convert.conversion.weights import load_into, load_weights, weights_shape
+
+#: Folder under the cache directory holding converted releases.
+CONVERTED_DIR = "converted"
+
+
+
+# --------------------------------------------------------------------------- weights
+
+
+# --------------------------------------------------------------------------- cached releases
+
+
+def converted_path(name: str) -> Path:
+    """Where :func:`cached_release_weights` keeps release ``name`` converted."""
+    from i3d_convert.conversion.releases import cache_dir, get_release
+
+    return cache_dir() / CONVERTED_DIR / f"{get_release(name).name}.safetensors"
+
+
+def checkpoint_data_files(prefix: PathLike) -> Tuple[Path, ...]:
+    """The ``<prefix>.data-XXXXX-of-NNNNN`` files of a TF V2 checkpoint, in shard order."""
+    prefix = Path(prefix)
+    files = tuple(sorted(prefix.parent.glob(prefix.name + ".data-*-of-*")))
+    if not files:
+        raise I3DConvertError("no checkpoint data file next to this prefix", prefix)
+    return files
+
+
+
+
+def recorded_source_sha256(path: PathLike) -> Optional[str]:
+    """The ``source_sha256`` in a converted ``.safetensors`` file's header, or None if absent/unreadable."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("source_sha256")
+    except Exception:  # a damaged or foreign cache file is simply re-converted
+        return None
+
+
+DownloadProgress = Optional[Callable[[str], Optional[Callable[[int, int], None]]]]
+
+
+def cached_release_weights(name: str, progress: DownloadProgress = None) -> Path:
+    """Download (if needed) and convert (if needed) release ``name``; return the converted file.
+
+    The checkpoint comes from :func:`i3d_convert.conversion.releases.download`, which
+    verifies it against the manifest and returns at once when it is already in
+    the cache. The converted file is reused when its recorded ``source_sha256``
+    matches the checkpoint's data; otherwise it is (re)written atomically.
+    """
+    from i3d_convert.conversion import releases
+    from i3d_convert.conversion.tf_to_torch import convert_to_file
+
+    release = releases.get_release(name)
+    prefix = Path(releases.download(release.name, progress=progress))
+    source_hash = sha256_of_files(checkpoint_data_files(prefix))
+    target = converted_path(release.name)
+    if target.is_file() and recorded_source_sha256(target) == source_hash:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    result = convert_to_file(prefix, target, overwrite=True)
+    if result.metadata.get("source_sha256") != source_hash:  # changed while we read it
+        raise I3DConvertError("checkpoint changed during conversion; run again", prefix)
+    return target
+
+
+def _rich_download_progress() -> Tuple[object, DownloadProgress]:
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                   console=Console(stderr=True), transient=True)
+
+    def callback(file_name: str):
+        task = bar.add_task(file_name, total=None)
+        return lambda done, total: bar.update(task, completed=done, total=total)
+
+    return bar, callback
+
+
+# --------------------------------------------------------------------------- the one-liner
+
+
+def i3d(
+    name: str = "rgb_imagenet",
+    pretrained: bool = True,
+    weights: Optional[PathLike] = None,
+    *,
+    progress: bool = True,
+    **model_kwargs,
+) -> InceptionI3d:
+    """DeepMind's I3D as an eval-mode :class:`InceptionI3d`, weights loaded.
+
+    Args:
+        name: release (``rgb_imagenet``, ``rgb_scratch``, ``flow_imagenet``,
+            ``flow_scratch``, ``rgb_scratch_kin600``); sets the input channels
+            and classes when no weights say otherwise.
+        pretrained: load weights. Without ``weights`` the release is
+            downloaded and converted on first use (see :func:`cached_release_weights`).
+        weights: a converted ``.safetensors``/``.pt`` file or a TF checkpoint
+            (prefix, ``.index``, folder), converted on the fly; implies pretrained.
+            The model's channels and classes follow the weights.
+        progress: show a download progress bar on stderr.
+        **model_kwargs: passed to :class:`InceptionI3d` (``dropout``, ``bn_eps``,
+            ``final_endpoint``, ``num_classes`` -- a different class count than
+            the weights' keeps everything but the freshly initialised classifier).
+
+    Input: ``[B, C, T, H, W]`` float in [-1, 1] (see docs/ecosystem.md for the
+    exact preprocessing).
+    """
+    from i3d_convert.conversion.releases import get_release
+
+    release = get_release(name)
+    state: Optional[Mapping[str, torch.Tensor]] = None
+    source: Optional[Path] = None
+    if weights is not None:
+        source = Path(weights)
+        state = load_weights(source)
+    elif pretrained:
+        if progress:
+            bar, callback = _rich_download_progress()
+            with bar:  # type: ignore[attr-defined]
+                source = cached_release_weights(release.name, progress=callback)
+        else:
+            source = cached_release_weights(release.name)
+        state = load_weights(source)
+    in_channels, num_classes = (release.in_channels, release.num_classes)
+    if state is not None:
+        in_channels, weights_classes = weights_shape(state, source)
+        num_classes = weights_classes or num_classes
+    model_kwargs.setdefault("num_classes", num_classes)
+    model_kwargs.setdefault("in_channels", in_channels)
+    if state is not None and model_kwargs["in_channels"] != in_channels:
+        raise I3DConvertError(
+            f"weights take {in_channels} input channels, not in_channels={model_kwargs['in_channels']}", source
+        )
+    model = InceptionI3d(**model_kwargs)
+    if state is not None:
+        load_into(model, state, source)
+    return model.eval()
+
+
+__all__ = [
+    "i3d", "cached_release_weights", "converted_path",
+    "recorded_source_sha256", "sha256_of_files", "checkpoint_data_files",
+]

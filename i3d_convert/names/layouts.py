@@ -1,0 +1,126 @@
+"""Other ports' state_dict layouts <-> the native one.
+
+``piergiaj``: the widely used piergiaj/pytorch-i3d ``InceptionI3d``. Its units
+hold ``conv3d`` and a ``nn.BatchNorm3d`` named ``bn`` (with a ``weight``, the
+scale DeepMind's checkpoints do not have: written as ones), its inception
+branches are ``b0, b1a, b1b, b2a, b2b, b3b`` and its classifier is ``logits``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable, Dict, Mapping
+
+import torch
+
+from i3d_convert import architecture as arch
+from i3d_convert.errors import MappingError
+
+_PIERGIAJ_BRANCHES = {
+    "Branch_0/Conv3d_0a_1x1": "b0",
+    "Branch_1/Conv3d_0a_1x1": "b1a",
+    "Branch_1/Conv3d_0b_3x3": "b1b",
+    "Branch_2/Conv3d_0a_1x1": "b2a",
+    "Branch_2/Conv3d_0b_3x3": "b2b",
+    "Branch_2/Conv3d_0a_3x3": "b2b",  # Mixed_5b's name quirk
+    "Branch_3/Conv3d_0b_1x1": "b3b",
+}
+
+
+def piergiaj_unit_name(path: str) -> str:
+    """DeepMind unit path -> piergiaj module path (``Mixed_3b/Branch_1/Conv3d_0b_3x3`` -> ``Mixed_3b.b1b``)."""
+    if path == f"{arch.LOGITS_NAME}/{arch.LOGITS_CONV_NAME}":
+        return "logits"
+    block, _, rest = path.partition("/")
+    if not rest:
+        return block
+    return f"{block}.{_PIERGIAJ_BRANCHES[rest]}"
+
+
+def native_to_piergiaj(state_dict: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+    """Keys and extra tensors that load strictly into piergiaj's ``InceptionI3d``."""
+    in_channels = state_dict["Conv3d_1a_7x7.conv.weight"].shape[1]
+    num_classes = state_dict[f"{arch.LOGITS_NAME}.{arch.LOGITS_CONV_NAME}.conv.weight"].shape[0]
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    used = set()
+    for unit in arch.iter_conv_units(in_channels, num_classes):
+        src, dst = unit.torch_prefix, piergiaj_unit_name(unit.path)
+        out[f"{dst}.conv3d.weight"] = state_dict[f"{src}.conv.weight"]
+        used.add(f"{src}.conv.weight")
+        if unit.bias:
+            out[f"{dst}.conv3d.bias"] = state_dict[f"{src}.conv.bias"]
+            used.add(f"{src}.conv.bias")
+        if unit.batch_norm:
+            beta = state_dict[f"{src}.bn.bias"]
+            out[f"{dst}.bn.weight"] = torch.ones_like(beta)
+            out[f"{dst}.bn.bias"] = beta
+            out[f"{dst}.bn.running_mean"] = state_dict[f"{src}.bn.running_mean"]
+            out[f"{dst}.bn.running_var"] = state_dict[f"{src}.bn.running_var"]
+            out[f"{dst}.bn.num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
+            used.update(f"{src}.bn.{k}" for k in ("bias", "running_mean", "running_var"))
+    extra = sorted(set(state_dict) - used)
+    if extra:
+        raise MappingError(f"state_dict key {extra[0]!r} has no place in the piergiaj layout")
+    return out
+
+
+def piergiaj_to_native(state_dict: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
+    """The inverse. A batch-norm scale that is not all ones is folded exactly into the
+    conv kernel and the running mean (``g*(conv(x,w)-m)/s == (conv(x,g*w)-g*m)/s``)."""
+    try:
+        in_channels = state_dict["Conv3d_1a_7x7.conv3d.weight"].shape[1]
+        num_classes = state_dict["logits.conv3d.weight"].shape[0]
+    except KeyError as exc:
+        raise MappingError(f"not a piergiaj I3D state_dict: missing {exc.args[0]!r}") from None
+    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    used = set()
+
+    def take(key: str) -> torch.Tensor:
+        if key not in state_dict:
+            raise MappingError(f"piergiaj state_dict lacks {key!r}")
+        used.add(key)
+        return state_dict[key]
+
+    for unit in arch.iter_conv_units(in_channels, num_classes):
+        src, dst = piergiaj_unit_name(unit.path), unit.torch_prefix
+        weight = take(f"{src}.conv3d.weight")
+        if unit.bias:
+            out[f"{dst}.conv.bias"] = take(f"{src}.conv3d.bias")
+        if unit.batch_norm:
+            gamma = take(f"{src}.bn.weight")
+            mean = take(f"{src}.bn.running_mean")
+            if not torch.all(gamma == 1):
+                weight = weight * gamma.view(-1, 1, 1, 1, 1)
+                mean = mean * gamma
+            out[f"{dst}.bn.bias"] = take(f"{src}.bn.bias")
+            out[f"{dst}.bn.running_mean"] = mean
+            out[f"{dst}.bn.running_var"] = take(f"{src}.bn.running_var")
+            if f"{src}.bn.num_batches_tracked" in state_dict:
+                used.add(f"{src}.bn.num_batches_tracked")
+        out[f"{dst}.conv.weight"] = weight
+    extra = sorted(set(state_dict) - used)
+    if extra:
+        raise MappingError(f"unknown piergiaj key {extra[0]!r}")
+    return out
+
+
+LAYOUTS: Dict[str, Callable[[Mapping[str, torch.Tensor]], "OrderedDict[str, torch.Tensor]"]] = {
+    "piergiaj": native_to_piergiaj,
+}
+FROM_LAYOUTS = {"piergiaj": piergiaj_to_native}
+
+
+def to_layout(state_dict: Mapping[str, torch.Tensor], layout: str) -> "OrderedDict[str, torch.Tensor]":
+    if layout == "native":
+        return OrderedDict(state_dict)
+    if layout not in LAYOUTS:
+        raise MappingError(f"unknown layout {layout!r}; known: native, {', '.join(LAYOUTS)}")
+    return LAYOUTS[layout](state_dict)
+
+
+def from_layout(state_dict: Mapping[str, torch.Tensor], layout: str) -> "OrderedDict[str, torch.Tensor]":
+    if layout == "native":
+        return OrderedDict(state_dict)
+    if layout not in FROM_LAYOUTS:
+        raise MappingError(f"unknown layout {layout!r}; known: native, {', '.join(FROM_LAYOUTS)}")
+    return FROM_LAYOUTS[layout](state_dict)
