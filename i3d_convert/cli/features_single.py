@@ -1,0 +1,84 @@
+"""``i3d-convert features CLIP -o OUT.npy``: one clip (.npy array or one video file) to one .npy."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from i3d_convert.errors import I3DConvertError
+
+
+@dataclass
+class SingleRun:
+    """The single-clip form's inputs (see ``i3d-convert features --help``)."""
+
+    source: Path
+    output: Path
+    settings: object
+    release: str
+    weights: Optional[str]
+    flow_weights: Optional[str]
+    device: str
+    overwrite: bool
+
+
+def _clip_features(run: SingleRun, dev):
+    """``(features, windows, clip description)`` of a .npy clip array (RGB or flow by its channels)."""
+    from i3d_convert import architecture as arch
+    from i3d_convert.integrations.dataset.models import final_endpoint_for
+    from i3d_convert.integrations.features import extract_features
+    from i3d_convert.integrations.hub import i3d
+    from i3d_convert.io.clips import load_clips
+
+    clips = load_clips(run.source)
+    endpoint = run.settings.endpoint
+    final = arch.LOGITS_NAME if endpoint == arch.LOGITS_NAME else final_endpoint_for(endpoint)
+    model = i3d(run.release, weights=run.weights, progress=False, final_endpoint=final).to(dev)
+    result = extract_features(model, clips, endpoint=endpoint, window=run.settings.window, stride=run.settings.stride,
+                              batch_size=run.settings.batch_size, device=dev, path=run.source)
+    return result.features, len(result.windows), f"{clips.shape[0]} clip(s) of {clips.shape[1]} frames"
+
+
+def _video_features(run: SingleRun, dev):
+    """``(features, windows, description)`` of one video file through DeepMind's recipe (one stream)."""
+    from i3d_convert.integrations.dataset.models import load_stream_model
+    from i3d_convert.integrations.dataset.recipe import prepare_video
+    from i3d_convert.integrations.dataset.runner import video_features
+    from i3d_convert.integrations.dataset.sources import VideoSource
+
+    if len(run.settings.streams) != 1:
+        raise I3DConvertError("two streams need a folder output (-o DIR): a .npy holds one stream", run.output)
+    (stream,) = run.settings.streams
+    spec = run.weights if stream == "rgb" else run.flow_weights
+    model = load_stream_model(stream, spec or (run.release if stream == "rgb" else None), run.settings.endpoint, dev)
+    video = prepare_video(0, VideoSource(run.source, run.source.name), run.settings)
+    if video.error is not None:
+        raise I3DConvertError(video.error, run.source)
+    features = video_features({stream: model}, video, run.settings, dev)[stream]
+    return features, features.shape[0], f"{video.frames} frames ({stream})"
+
+
+def run_single(run: SingleRun, quiet: bool, as_json: bool) -> None:
+    from i3d_convert.device import resolve_device
+    from i3d_convert.integrations.features import save_features
+    from i3d_convert.io.atomic import check_output_path
+
+    check_output_path(run.output, run.overwrite)
+    dev = resolve_device("cpu" if run.device == "auto" else run.device)
+    start = time.perf_counter()
+    compute = _clip_features if run.source.suffix.lower() == ".npy" else _video_features
+    features, rows, described = compute(run, dev)
+    save_features(features, run.output, run.overwrite)
+    seconds = time.perf_counter() - start
+    summary = {"output": str(run.output), "input": str(run.source), "endpoint": run.settings.endpoint,
+               "shape": list(features.shape), "rows": rows, "window": run.settings.window,
+               "stride": run.settings.stride or run.settings.window, "seconds": round(seconds, 3)}
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    elif not quiet:
+        sys.stdout.write(f"wrote {run.output}: {rows} windows x {tuple(features.shape[1:])} ({run.settings.endpoint}) "
+                         f"from {described}, window {summary['window']}, stride {summary['stride']}, {seconds:.2f} s\n")

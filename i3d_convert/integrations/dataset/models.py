@@ -1,0 +1,62 @@
+"""The network of each stream for a features run, and the identity (sha256) of its weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from i3d_convert import architecture as arch
+from i3d_convert.conversion.releases import RELEASES
+from i3d_convert.errors import I3DConvertError
+
+#: Weights used when a stream's weights are not given: DeepMind's ImageNet-pretrained releases.
+DEFAULT_RELEASE = {"rgb": "rgb_imagenet", "flow": "flow_imagenet"}
+
+
+@dataclass
+class StreamModel:
+    """One stream's model (eval mode, on its device) and where its weights came from."""
+
+    stream: str
+    model: torch.nn.Module
+    weights: str
+    sha256: str
+
+
+def final_endpoint_for(endpoint: str) -> str:
+    """The last layer a model must have to produce ``endpoint`` (``pool`` reads Mixed_5c)."""
+    return "Mixed_5c" if endpoint == "pool" else endpoint
+
+
+def weights_files(path: Path) -> list:
+    """The files whose bytes make up a weights source (a file, or a TF checkpoint's index and data)."""
+    if path.is_file() and not path.name.endswith(".index"):
+        return [path]
+    prefix = path / "model.ckpt" if path.is_dir() else Path(str(path)[: -len(".index")] if str(path).endswith(".index") else path)
+    files = sorted(prefix.parent.glob(prefix.name + ".index")) + sorted(prefix.parent.glob(prefix.name + ".data-*"))
+    if not files:
+        raise I3DConvertError("no weights file or TF checkpoint here", path)
+    return files
+
+
+def load_stream_model(stream: str, spec: Optional[str], endpoint: str, device: torch.device,
+                      progress: bool = False) -> StreamModel:
+    """The model of ``stream`` from ``spec``: a weights file, a TF checkpoint or a release name
+    (None: :data:`DEFAULT_RELEASE`). Its input channels must fit the stream (3 RGB, 2 flow)."""
+    from i3d_convert.conversion.tf_to_torch import sha256_of_files
+    from i3d_convert.integrations.hub import cached_release_weights, i3d
+
+    spec = spec or DEFAULT_RELEASE[stream]
+    path = Path(spec)
+    if spec in RELEASES and not path.exists():
+        path = cached_release_weights(spec, progress=None)
+    model = i3d(DEFAULT_RELEASE[stream], weights=path, progress=progress,
+                final_endpoint=final_endpoint_for(endpoint) if endpoint != arch.LOGITS_NAME else arch.LOGITS_NAME)
+    expected = arch.RGB_CHANNELS if stream == "rgb" else arch.FLOW_CHANNELS
+    if model.in_channels != expected:
+        raise I3DConvertError(f"the {stream} stream needs weights for {expected} input channels; "
+                              f"these take {model.in_channels}", spec)
+    return StreamModel(stream, model.to(device).eval(), str(spec), sha256_of_files(weights_files(path)))
