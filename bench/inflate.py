@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from i3d_convert.inflation.inflate import inflate, inflate_to_file  # noqa: E402
 from i3d_convert.models.googlenet2d import GoogLeNet2d, slim_arrays  # noqa: E402
-from i3d_convert.io.tensorbundle import write_checkpoint  # noqa: E402
+from i3d_convert.io.bundle_writer import write_checkpoint  # noqa: E402
 
 
 def _timed(fn, repeat: int):

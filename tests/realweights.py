@@ -56,7 +56,7 @@ def real_arrays() -> Dict[str, np.ndarray]:
 def real_checkpoint(tmp_path_factory) -> Path:
     """Prefix of the real-weight TF1 checkpoint ``.../model.ckpt`` (written once per session)."""
     if "prefix" not in _cache:
-        from i3d_convert.io.tensorbundle import write_checkpoint
+        from i3d_convert.io.bundle_writer import write_checkpoint
 
         arrays = real_arrays()
         prefix = tmp_path_factory.mktemp("real-weights") / "model.ckpt"

@@ -101,7 +101,7 @@ def _to_flax(arrays):
 
 @pytest.fixture(scope="module")
 def synthetic_rgb(synthetic_checkpoint):
-    from i3d_convert.io.tensorbundle import load_tf_checkpoint
+    from i3d_convert.io.checkpoint_reader import load_tf_checkpoint
 
     return {k: np.array(v) for k, v in load_tf_checkpoint(synthetic_checkpoint("rgb_imagenet")).items()}
 

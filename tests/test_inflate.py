@@ -509,7 +509,7 @@ def test_slim_v1_checkpoint_written_by_tensorflow_inflates_completely(slim_v1_ch
     result loads into InceptionI3d strictly and equals the in-memory inflation exactly."""
     import tensorflow as tf
 
-    from i3d_convert.io.tensorbundle import CheckpointReader
+    from i3d_convert.io.checkpoint_reader import CheckpointReader
 
     tf_reader = tf.train.load_checkpoint(str(slim_v1_checkpoint))
     tf_shapes = tf_reader.get_variable_to_shape_map()

@@ -22,7 +22,7 @@ import torch
 from i3d_convert import I3DConvertError, InceptionI3d, load_state_dict_file
 from i3d_convert.io.atomic import TMP_SUFFIX
 from i3d_convert.conversion.synthetic import synthetic_tf_arrays
-from i3d_convert.io.tensorbundle import write_checkpoint
+from i3d_convert.io.bundle_writer import write_checkpoint
 
 from conftest import REPO_ROOT
 

@@ -1,4 +1,4 @@
-"""The TensorFlow-free checkpoint reader and writer (``i3d_convert.io.tensorbundle``, V1 included).
+"""The TensorFlow-free checkpoint reader and writer (``i3d_convert.io``: bundle_v2, tf_v1_checkpoint, bundle_writer, checkpoint_reader).
 
 Ground truth is TensorFlow itself: checkpoints written by ``tf.raw_ops.SaveV2``,
 ``MergeV2Checkpoints``, ``tf.train.Checkpoint`` and the V1 ``Saver`` must read
@@ -20,17 +20,11 @@ import numpy as np
 import pytest
 
 from i3d_convert.io import protowire as wire
-from i3d_convert.io import tensorbundle
 from i3d_convert.errors import CheckpointFormatError, ChecksumError, I3DConvertError
-from i3d_convert.io.tensorbundle import (
-    CheckpointReader,
-    TensorEntry,
-    TensorNotFoundError,
-    list_variables,
-    load_tf_checkpoint,
-    masked_crc32c,
-    write_checkpoint,
-)
+from i3d_convert.io.bundle_format import TensorEntry, TensorNotFoundError, masked_crc32c
+from i3d_convert.io.bundle_writer import entry_proto as encode_entry_proto
+from i3d_convert.io.bundle_writer import write_checkpoint
+from i3d_convert.io.checkpoint_reader import CheckpointReader, list_variables, load_tf_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENDORED_INDEX = REPO_ROOT / "i3d_convert" / "data" / "index"
@@ -131,7 +125,7 @@ def with_block_crcs_fixed(index: bytes) -> bytes:
 
 def entry_proto(dtype: int, shape: Tuple[int, ...], offset: int = 0, size: int = 0, crc: int = 0) -> bytes:
     """A ``BundleEntryProto`` as TensorFlow serializes it."""
-    return tensorbundle._entry_proto(dtype, shape, offset, size, crc)
+    return encode_entry_proto(dtype, shape, offset, size, crc)
 
 
 def header_proto(num_shards: int = 1, endianness: int = 0) -> bytes:
@@ -309,7 +303,7 @@ def test_tf2_object_checkpoint_lists_the_object_graph_and_load_skips_it(tmp_path
     prefix = ckpt.write(str(tmp_path / "obj"))
     names = [name for name, _, _ in list_variables(prefix)]
     assert "_CHECKPOINTABLE_OBJECT_GRAPH" in names
-    with caplog.at_level(logging.INFO, logger="i3d_convert.io.tensorbundle"):
+    with caplog.at_level(logging.INFO, logger="i3d_convert.io.checkpoint_reader"):
         loaded = load_tf_checkpoint(prefix)
     assert "_CHECKPOINTABLE_OBJECT_GRAPH" not in loaded
     assert "skipped non-numeric tensors: _CHECKPOINTABLE_OBJECT_GRAPH (string)" in caplog.text

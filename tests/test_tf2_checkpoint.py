@@ -72,7 +72,7 @@ def tf2_checkpoints(synthetic_checkpoint, tmp_path_factory):
     if not HAS_SONNET:
         pytest.skip("TensorFlow and dm-sonnet (the [tf] extra) are not installed")
     from i3d_convert.reference import tf_reference as R
-    from i3d_convert.io.tensorbundle import load_tf_checkpoint
+    from i3d_convert.io.checkpoint_reader import load_tf_checkpoint
 
     out = {}
     root = tmp_path_factory.mktemp("tf2")
@@ -88,7 +88,7 @@ def tf2_checkpoints(synthetic_checkpoint, tmp_path_factory):
 def test_sonnet2_checkpoint_converts_to_exactly_the_tf1_conversion(release, tf2_checkpoints):
     from i3d_convert import convert
     from i3d_convert.conversion.tf_to_torch import convert_checkpoint
-    from i3d_convert.io.tensorbundle import list_variables
+    from i3d_convert.io.checkpoint_reader import list_variables
 
     tf1, tf2 = tf2_checkpoints[release]
     names = [name for name, _, _ in list_variables(tf2)]
@@ -136,7 +136,8 @@ def test_verify_runs_tensorflow_on_the_restored_sonnet2_module_and_passes(tf2_ch
 
 
 def _edited(tf2_prefix, tmp_path, edit):
-    from i3d_convert.io.tensorbundle import load_tf_checkpoint, write_checkpoint
+    from i3d_convert.io.checkpoint_reader import load_tf_checkpoint
+    from i3d_convert.io.bundle_writer import write_checkpoint
 
     arrays = {k: v for k, v in load_tf_checkpoint(tf2_prefix).items() if v.dtype.kind in "fiu"}
     edit(arrays)

@@ -27,7 +27,8 @@ from i3d_convert.errors import I3DConvertError  # noqa: E402
 from i3d_convert.architecture import min_logits_input  # noqa: E402
 from i3d_convert.models.i3d import InceptionI3d  # noqa: E402
 from i3d_convert.conversion.synthetic import random_clip  # noqa: E402
-from i3d_convert.io.tensorbundle import load_tf_checkpoint, write_checkpoint  # noqa: E402
+from i3d_convert.io.checkpoint_reader import load_tf_checkpoint  # noqa: E402
+from i3d_convert.io.bundle_writer import write_checkpoint  # noqa: E402
 
 #: The module (``i3d_convert.conversion.tf_to_torch`` as an attribute is the package's ``convert()`` function).
 convert_module = importlib.import_module("i3d_convert.conversion.tf_to_torch")

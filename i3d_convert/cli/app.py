@@ -103,7 +103,7 @@ def info(
 ) -> None:
     """List a checkpoint's variables and the state_dict key each maps to (reads only the index)."""
     from i3d_convert.names.tf1 import mapping_table, detect_scope, skip_reason
-    from i3d_convert.io.tensorbundle import list_variables
+    from i3d_convert.io.checkpoint_reader import list_variables
 
     variables = list_variables(checkpoint)
     names = [name for name, _, _ in variables]

@@ -23,7 +23,7 @@ from i3d_convert.io.atomic import atomic_output, check_output_path
 from i3d_convert.errors import I3DConvertError
 from i3d_convert.names.layouts import LAYOUTS, to_layout
 from i3d_convert.names.tf1 import MappedCheckpoint, tf_to_torch_arrays
-from i3d_convert.io.tensorbundle import CheckpointReader
+from i3d_convert.io.checkpoint_reader import CheckpointReader
 from i3d_convert.names.tf2 import is_tf2_object_checkpoint, translate_tf2_arrays
 
 FORMATS = ("safetensors", "pt")

@@ -5,7 +5,7 @@ The inverse of tf-to-torch, through the same table
 ``[kT, kH, kW, in, out]``, batch-norm vectors to ``[C]`` (or ``[1,1,1,1,C]``,
 the kin600 layout), names get the scope (``RGB/inception_i3d/`` by default).
 The files are written by the package's own TensorBundle writer
-(:func:`i3d_convert.io.tensorbundle.write_checkpoint`; no TensorFlow needed,
+(:func:`i3d_convert.io.bundle_writer.write_checkpoint`; no TensorFlow needed,
 crc32c filled in), so ``tf.train.load_checkpoint(prefix)``, a TF1
 ``tf.train.Saver`` built by DeepMind's ``i3d.py``, or tf-to-torch read them.
 tf -> torch -> tf reproduces the original tensors bit for bit.
@@ -26,7 +26,8 @@ from i3d_convert.io.atomic import check_output_path
 from i3d_convert.errors import I3DConvertError, MappingError
 from i3d_convert.names.layouts import from_layout
 from i3d_convert.names.tf1 import KNOWN_SCOPES, torch_to_tf_arrays
-from i3d_convert.io.tensorbundle import data_path_for, index_path_for, write_checkpoint
+from i3d_convert.io.bundle_format import data_path_for, index_path_for
+from i3d_convert.io.bundle_writer import write_checkpoint
 
 PathLike = Union[str, "os.PathLike[str]"]
 StateDictLike = Union[Mapping[str, "torch.Tensor | np.ndarray"], PathLike]

@@ -17,7 +17,7 @@ Sources:
 
 * ``slim``: TF-slim's ``inception_v1.ckpt`` (``InceptionV1/...``, 1001 classes
   with "background" at 0, batch norm without scale), TF V1 single-file format
-  or a V2 bundle, read without TensorFlow by :mod:`i3d_convert.io.tensorbundle`.
+  or a V2 bundle, read without TensorFlow by :mod:`i3d_convert.io.checkpoint_reader`.
 * ``torchvision``: ``googlenet`` state_dict (``.pth`` read with
   ``weights_only=True``, or ``.safetensors``); batch-norm scales are folded
   exactly into the conv kernel and moving mean; aux heads are dropped.
@@ -434,7 +434,7 @@ def read_slim(path: "str | os.PathLike[str]") -> Tuple[Dict[str, np.ndarray], st
 
     Returns ``({variable: array}, resolved path, data files)``; the checksums the format has are verified.
     """
-    from i3d_convert.io.tensorbundle import CheckpointReader
+    from i3d_convert.io.checkpoint_reader import CheckpointReader
 
     with CheckpointReader(path) as reader:
         arrays = {}

