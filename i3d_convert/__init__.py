@@ -10,7 +10,7 @@ Public API::
     verify(...)                  run TensorFlow and PyTorch side by side, per endpoint
     i3d(name, pretrained=True)   a model from a known release (downloaded, converted, cached)
 
-TensorFlow is never imported by this package except by ``i3d_convert.reference.tf_reference``
+TensorFlow is never imported by this package except by ``i3d_convert.reference`` (through ``i3d_convert.reference.tf_runtime``)
 (the ``[tf]`` extra), which is loaded only for parity checks.
 """
 

@@ -86,7 +86,7 @@ def tf_endpoints(prefix: Path, dtype: str, frames: int, bn_eps: float = 1e-3) ->
     """The independent TF forward pass (variables read by TF) on the first ``frames`` GIF frames (cached)."""
     key: Tuple = ("tf", str(prefix), dtype, frames, bn_eps)
     if key not in _cache:
-        from i3d_convert.reference.tf_reference import tf_forward
+        from i3d_convert.reference.tf_forward import tf_forward
 
         clip = gif_clip()[:, :frames]
         _cache[key] = tf_forward(tf_variables(prefix), clip.astype(dtype), dtype=dtype, bn_eps=bn_eps)

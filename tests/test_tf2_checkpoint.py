@@ -1,7 +1,7 @@
 """TF2 object-based checkpoints of the Sonnet 2 port (kinetics-i3d PR #127) convert exactly, without TensorFlow.
 
 The checkpoints are written by TensorFlow itself: ``tf.train.Checkpoint(model=SonnetI3D)``
-(:mod:`i3d_convert.reference.tf_reference`, written independently of
+(:mod:`i3d_convert.reference.sonnet`, written independently of
 :mod:`i3d_convert.names.tf2`) loaded with a synthetic checkpoint's weights.
 They are read back by the package's TF-free reader and name table.
 """
@@ -71,15 +71,16 @@ def tf2_checkpoints(synthetic_checkpoint, tmp_path_factory):
     """release -> (TF1 prefix, TF2 object-based prefix written by tf.train.Checkpoint)."""
     if not HAS_SONNET:
         pytest.skip("TensorFlow and dm-sonnet (the [tf] extra) are not installed")
-    from i3d_convert.reference import tf_reference as R
+    from i3d_convert.reference.sonnet import SonnetI3D
+    from i3d_convert.reference.tf_checkpoint import save_tf2_checkpoint
     from i3d_convert.io.checkpoint_reader import load_tf_checkpoint
 
     out = {}
     root = tmp_path_factory.mktemp("tf2")
     for release in SCHEMA_RELEASES:
         tf1 = synthetic_checkpoint(release)
-        module = R.SonnetI3D.from_tf1_variables(load_tf_checkpoint(tf1))
-        out[release] = (tf1, R.save_tf2_checkpoint(module, str(root / release / "model.ckpt")))
+        module = SonnetI3D.from_tf1_variables(load_tf_checkpoint(tf1))
+        out[release] = (tf1, save_tf2_checkpoint(module, str(root / release / "model.ckpt")))
     return out
 
 

@@ -28,7 +28,7 @@ from i3d_convert.verification.tolerances import FLOAT32_FLOOR_FACTOR, FLOAT32_LO
 
 from conftest import KINETICS_FIXTURES, REPO_ROOT, SCHEMA_RELEASES
 
-# TensorFlow is imported only through i3d_convert.reference.tf_reference (torchvision first), never directly here.
+# TensorFlow is imported only through i3d_convert.reference.tf_runtime (torchvision first), never directly here.
 if importlib.util.find_spec("tensorflow") is None:  # pragma: no cover
     pytest.skip("TensorFlow is not installed (the [tf] extra)", allow_module_level=True)
 

@@ -5,8 +5,8 @@ endpoint (``Conv3d_1a_7x7`` ... ``Mixed_5c``, ``Logits``):
 
 * **TensorFlow side** (the reference): the checkpoint is read by TensorFlow's
   own reader (``tf.train.load_checkpoint``; TF2 object-based checkpoints of the
-  Sonnet 2 port are restored into :class:`i3d_convert.reference.tf_reference.SonnetI3D`
-  by ``tf.train.Checkpoint``) and run by :func:`i3d_convert.reference.tf_reference.tf_forward`
+  Sonnet 2 port are restored into :class:`i3d_convert.reference.sonnet.SonnetI3D`
+  by ``tf.train.Checkpoint``) and run by :func:`i3d_convert.reference.tf_forward.tf_forward`
   (plain ``tf.nn`` ops, 'SAME' padding, batch-norm eps ``bn_eps``).
 * **PyTorch side** (under test): the checkpoint converted by this package's
   TF-free reader and mapping (or a state_dict file given as ``torch_weights``,
@@ -26,7 +26,7 @@ Tolerances (:mod:`i3d_convert.verification.tolerances`, derivation in docs/verif
 ``rtol`` replaces the relative-L2 allowance of every endpoint; ``atol`` the
 logits max |diff| allowance (also applied in float64 when given).
 
-TensorFlow runs in this process: :mod:`i3d_convert.reference.tf_reference` loads
+TensorFlow runs in this process: :mod:`i3d_convert.reference.tf_runtime` loads
 torchvision/Triton's native code before TensorFlow, which avoids this
 environment's import-order segfault, and keeping one process avoids pickling
 ~100-400 MB of float64 activations through a pipe and a second interpreter
@@ -250,7 +250,7 @@ def reference_variables(checkpoint: PathLike) -> Tuple[Dict[str, np.ndarray], st
 
     TF1 (name-based) checkpoints: ``tf.train.load_checkpoint``. TF2 object-based
     checkpoints of the Sonnet 2 port: restored by ``tf.train.Checkpoint`` into
-    :class:`~i3d_convert.reference.tf_reference.SonnetI3D` and read back from its modules
+    :class:`~i3d_convert.reference.sonnet.SonnetI3D` and read back from its modules
     (so this path shares nothing with :mod:`i3d_convert.names.tf2`).
     """
     import tensorflow as tf
@@ -261,7 +261,7 @@ def reference_variables(checkpoint: PathLike) -> Tuple[Dict[str, np.ndarray], st
     if not roots:
         reader = tf.train.load_checkpoint(prefix)
         return {name: reader.get_tensor(name) for name in shapes}, "tf1"
-    from i3d_convert.reference.tf_reference import SonnetI3D
+    from i3d_convert.reference.sonnet import SonnetI3D
 
     if len(roots) != 1 or roots[0].count("/") != 1:
         raise MappingError(f"TF2 checkpoint: expected one root object holding the I3D network, found {roots}", prefix)
@@ -292,7 +292,7 @@ def reference_variables(checkpoint: PathLike) -> Tuple[Dict[str, np.ndarray], st
 
 def _tf_run(variables: Mapping[str, np.ndarray], clip: np.ndarray, dtype: str, bn_eps: float, device: str,
             allow_tf32: bool, cache: Optional[MutableMapping], key: Tuple) -> Dict[str, np.ndarray]:
-    from i3d_convert.reference.tf_reference import tf_forward
+    from i3d_convert.reference.tf_forward import tf_forward
 
     full_key = key + (dtype, bn_eps, device, allow_tf32)
     if cache is not None and full_key in cache:
@@ -567,7 +567,7 @@ def verify(
     from i3d_convert.conversion.releases import load_labels
 
     torch_device = resolve_device(device)
-    from i3d_convert.reference import tf_reference# noqa: F401  (imports TensorFlow after torchvision; see its docstring)
+    from i3d_convert.reference import tf_runtime  # noqa: F401  (imports TensorFlow after torchvision; see its docstring)
 
     tf_dev, device_note = _resolve_tf_device(torch_device, tf_device)
     notes: List[str] = [device_note] if device_note else []
