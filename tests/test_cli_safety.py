@@ -120,7 +120,7 @@ def nan_weights(files) -> Path:
     from i3d_convert.conversion.tf_to_torch import load_state_dict_file, save_state_dict
 
     state = load_state_dict_file(files["weights"])
-    state["Mixed_4d.Branch_0.Conv3d_0a_1x1.conv3d.weight"][0, 0, 0, 0, 0] = float("nan")
+    state["Mixed_4d.Branch_0.Conv3d_0a_1x1.conv.weight"][0, 0, 0, 0, 0] = float("nan")
     path = files["root"] / "nan.safetensors"
     save_state_dict(state, path)
     return path
