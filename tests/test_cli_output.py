@@ -18,7 +18,7 @@ import pytest
 
 from conftest import REPO_ROOT
 
-LAUNCH = "import sys, i3d_convert_launcher as l; l.i3d_convert() if sys.argv[1] == 'convert' else l.i3d_inflate()"
+LAUNCH = "import sys, i3d_convert_launcher as l; l.i3d_convert() if sys.argv.pop(1) == 'convert' else l.i3d_inflate()"
 COMMANDS = ("tf-to-torch", "info", "download", "demo", "verify", "evaluate-sample", "torch-to-tf", "features")
 
 
@@ -54,12 +54,15 @@ def test_piped_tf_to_torch_and_info_keep_long_paths_and_names_on_one_line(column
     by_name = {row[0]: row for row in rows[2:]}
     assert len(by_name) == 230 and all(len(row) == 5 for row in rows[1:])
     assert by_name["RGB/inception_i3d/Mixed_5c/Branch_3/Conv3d_0b_1x1/batch_norm/moving_variance"][3] == \
-        "Mixed_5c.b3b.bn.running_var"
+        "Mixed_5c.Branch_3.Conv3d_0b_1x1.bn.running_var"
 
 
 def test_piped_demo_and_inflate_outputs_are_unwrapped_with_40_columns(long_dir):
     workdir = long_dir / "demo"
     result = run_cli(["demo", "--workdir", workdir, "--frames", "8"], long_dir, 40)
+    assert result.returncode == 1 and result.stderr.count("\n") == 1 and "at least 9 frames" in result.stderr
+    assert not workdir.exists()
+    result = run_cli(["demo", "--workdir", workdir, "--frames", "9"], long_dir, 40)
     assert result.returncode == 0, result.stderr
     assert f"-> {workdir / 'rgb_imagenet.safetensors'} (" in result.stdout
     assert result.stdout.count("\n") == 9, result.stdout  # 3 steps, the top-5 heading and 5 classes

@@ -202,8 +202,12 @@ def demo(
     from i3d_convert.conversion.releases import get_release, load_labels
     from i3d_convert.conversion.synthetic import random_clip, write_synthetic_checkpoint
 
+    from i3d_convert import architecture as arch
+
     rel = get_release(release)
     console = _console()
+    if frames < arch.min_logits_input()[0]:
+        raise I3DConvertError(f"--frames {frames}: the logits need a clip of at least {arch.min_logits_input()[0]} frames")
     if workdir is not None:
         _check_workdir(Path(workdir), release)
     with tempfile.TemporaryDirectory() as tmp:
