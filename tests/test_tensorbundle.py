@@ -239,12 +239,13 @@ def tf_release_checkpoint(request, tmp_path_factory) -> Tuple[str, Path, Dict[st
 def test_reader_is_bit_identical_to_tensorflow_on_savev2_checkpoints_with_real_names(tf_release_checkpoint) -> None:
     release, prefix, arrays = tf_release_checkpoint
     expected = tf_read_all(prefix)
-    start = time.perf_counter()
+    start = time.process_time()
     ours = load_tf_checkpoint(prefix)  # crc32c of every tensor verified
-    seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - start
     assert_bit_identical(ours, expected)
     assert_bit_identical(ours, arrays)
-    assert seconds < 2.0, f"reading {release} took {seconds:.3f} s"  # typically ~0.02 s for 50 MB
+    # A complexity guard in CPU time with a wide margin (typically ~0.02 s for 50 MB); speed is bench/'s.
+    assert cpu_seconds < 20.0, f"reading {release} took {cpu_seconds:.3f} s of CPU"
     for array in ours.values():
         assert not array.flags.writeable
 
@@ -694,7 +695,7 @@ def test_giant_claimed_tensor_fails_at_once_without_allocating(tmp_path: Path) -
         tmp_path / "m", [("huge", entry_proto(1, (1 << 20, 1 << 18), 0, one_tib))], bytes(16)
     )
     tracemalloc.start()
-    start = time.perf_counter()
+    start = time.process_time()
     try:
         with CheckpointReader(prefix) as reader:
             assert reader.entries["huge"].size == one_tib
@@ -703,7 +704,7 @@ def test_giant_claimed_tensor_fails_at_once_without_allocating(tmp_path: Path) -
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 10.0  # CPU-time guard: never reads or allocates the claimed TiB
     assert peak < 1 << 20
     assert_format_error(excinfo, Path(f"{prefix}{DATA}"), "'huge'", "truncated data file", str(one_tib))
 

@@ -41,11 +41,16 @@ def register(app: typer.Typer) -> None:
         layout: str = typer.Option("native", "--layout", help="Layout of the state_dict: native or piergiaj."),
         bn_5d: bool = typer.Option(False, "--bn-5d", help="Write batch-norm vectors as [1,1,1,1,C] (the kin600 layout)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint at the prefix."),
+        allow_non_finite: bool = typer.Option(False, "--allow-non-finite",
+                                              help="Export weights with NaN or inf values (with a warning) instead of failing."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
         as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
     ) -> None:
         """Export a PyTorch state_dict as a TF1 checkpoint with DeepMind's names (no TensorFlow needed)."""
-        from i3d_convert.conversion.torch_to_tf import SCOPES, export_to_tf
+        from i3d_convert.cli.app import non_finite_tensors, refuse_or_warn_non_finite
+        from i3d_convert.conversion.tf_to_torch import load_state_dict_file
+        from i3d_convert.conversion.torch_to_tf import SCOPES, export_to_tf, output_files
+        from i3d_convert.io.atomic import check_output_path
 
         if scope not in SCOPES:
             raise I3DConvertError(f"unknown scope {scope!r}; use one of {', '.join(SCOPES)}")
@@ -53,6 +58,9 @@ def register(app: typer.Typer) -> None:
             raise I3DConvertError(f"unknown layout {layout!r}; use native or piergiaj")
         if output.suffix == ".index" or re.search(r"\.data-\d+-of-\d+$", output.name):
             raise I3DConvertError("give the checkpoint prefix (DIR/model.ckpt), not one of its files", output)
+        for path in output_files(output):
+            check_output_path(path, overwrite, inputs=[state_dict])
+        refuse_or_warn_non_finite(non_finite_tensors(load_state_dict_file(state_dict)), state_dict, allow_non_finite)
         start = time.perf_counter()
         result = export_to_tf(state_dict, output, scope=SCOPES[scope], bn_shape_5d=bn_5d, overwrite=overwrite, layout=layout)
         seconds = time.perf_counter() - start
@@ -71,9 +79,9 @@ def register(app: typer.Typer) -> None:
 
             sys.stdout.write(json.dumps(summary, indent=2) + "\n")
         elif not quiet:
-            from rich.console import Console
+            from i3d_convert.cli.output import make_console
 
-            Console(highlight=False).print(
+            make_console().print(
                 f"wrote {result.prefix}: {result.num_tensors} tensors, scope {result.scope!r}, "
                 f"{result.in_channels} input channels, {result.num_classes} classes, {seconds:.2f} s"
             )
@@ -91,8 +99,12 @@ def register(app: typer.Typer) -> None:
         top_k: int = typer.Option(20, "--top-k", help="Classes to list (DeepMind's script lists 20)."),
         bn_eps: Optional[float] = typer.Option(None, "--bn-eps", help="Batch-norm epsilon (default 1e-3, the releases')."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON (logits norm and top classes) instead."),
+        allow_non_finite: bool = typer.Option(False, "--allow-non-finite",
+                                              help="Run weights with NaN or inf values (with a warning) instead of failing."),
     ) -> None:
         """Classify a clip and print DeepMind's evaluate_sample.py report (norm of logits, top classes)."""
+        from i3d_convert import architecture as arch
+        from i3d_convert.cli.app import non_finite_tensors, refuse_or_warn_non_finite
         from i3d_convert.conversion.releases import load_labels
         from i3d_convert.verification.sample_report import format_sample_report, top_rows
         from i3d_convert.io.video import load_video
@@ -113,6 +125,7 @@ def register(app: typer.Typer) -> None:
         from i3d_convert.conversion.weights import load_model
 
         model, description = load_model(weights, bn_eps=bn_eps)
+        refuse_or_warn_non_finite(non_finite_tensors(model.state_dict()), weights, allow_non_finite)
         if model.in_channels != clip.shape[-1]:
             raise I3DConvertError(f"the model takes {model.in_channels}-channel input; a GIF is RGB", weights)
         logits, seconds = classify_clip(model, clip)

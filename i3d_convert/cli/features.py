@@ -31,11 +31,15 @@ def register(app: typer.Typer) -> None:
         frames: Optional[int] = typer.Option(None, "--frames", help="Videos only: read the first N frames."),
         size: int = typer.Option(224, "--size", help="Videos only: shorter side resized to this, then centre-cropped square."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+        allow_non_finite: bool = typer.Option(False, "--allow-non-finite",
+                                              help="Run weights with NaN or inf values (with a warning) instead of failing."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, print nothing on success."),
         as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
         """Extract I3D features over sliding windows (the pooled 1024-d feature and the logits FVD uses)."""
         from i3d_convert import architecture as arch
+        from i3d_convert.cli.app import non_finite_tensors, refuse_or_warn_non_finite
+        from i3d_convert.cli.output import is_terminal, make_console
         from i3d_convert.io.atomic import check_output_path
         from i3d_convert.device import resolve_device
         from i3d_convert.integrations.features import FEATURE_ENDPOINTS, POOL, extract_features, save_features
@@ -44,25 +48,25 @@ def register(app: typer.Typer) -> None:
 
         if endpoint not in FEATURE_ENDPOINTS:
             raise I3DConvertError(f"unknown endpoint {endpoint!r}; choose one of {', '.join(FEATURE_ENDPOINTS)}")
-        check_output_path(output, overwrite)
+        check_output_path(output, overwrite, inputs=[p for p in (clip, weights) if p is not None])
         dev = resolve_device(device)
         start = time.perf_counter()
         clips = load_clips(clip, frames=frames, size=size)
         final = arch.LOGITS_NAME if endpoint == arch.LOGITS_NAME else ("Mixed_5c" if endpoint == POOL else endpoint)
         model = i3d(release, pretrained=True, weights=weights, progress=not quiet, final_endpoint=final).to(dev)
+        refuse_or_warn_non_finite(non_finite_tensors(model.state_dict()), weights or release, allow_non_finite)
 
         def run(progress=None):
             return extract_features(model, clips, endpoint=endpoint, window=window, stride=stride,
                                     batch_size=batch_size, device=dev, progress=progress, path=clip)
 
-        if quiet:
+        if quiet or not is_terminal(stderr=True):
             result = run()
         else:
-            from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
 
             with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                          TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
+                          TimeElapsedColumn(), TimeRemainingColumn(), console=make_console(stderr=True),
                           transient=True) as bar:
                 task = bar.add_task(f"{endpoint} windows", total=None)
                 result = run(lambda done, total: bar.update(task, completed=done, total=total))
@@ -86,9 +90,7 @@ def register(app: typer.Typer) -> None:
         if as_json:
             sys.stdout.write(json.dumps(summary, indent=2) + "\n")
         elif not quiet:
-            from rich.console import Console
-
-            Console(highlight=False).print(
+            make_console().print(
                 f"wrote {output}: {summary['rows']} windows x {tuple(result.features.shape[1:])} ({endpoint}) "
                 f"from {summary['clips']} clip(s) of {summary['frames']} frames, window {window}, "
-                f"stride {summary['stride']}, {seconds:.2f} s", soft_wrap=True)
+                f"stride {summary['stride']}, {seconds:.2f} s")

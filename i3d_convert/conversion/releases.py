@@ -7,6 +7,7 @@ sha1 (sha1 of ``b"blob <size>\\0" + content``, the id GitHub serves it under).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -165,8 +166,18 @@ def download(name: str, directory: "Optional[str | os.PathLike[str]]" = None,
     """
     release = get_release(name)
     target = Path(directory) if directory is not None else cache_dir() / "checkpoints" / release.name
-    for item in release.files:
-        download_file(item, target / item.name, progress(item.name) if progress else None)
+    created = not target.exists()
+    try:
+        for item in release.files:
+            download_file(item, target / item.name, progress(item.name) if progress else None)
+    except I3DConvertError:
+        if created:  # nothing fetched: leave no empty folder (partial .part files stay, to resume)
+            for empty in target.glob("*.part"):
+                if empty.stat().st_size == 0:
+                    empty.unlink()
+            with contextlib.suppress(OSError):
+                target.rmdir()
+        raise
     return target / "model.ckpt"
 
 
