@@ -95,4 +95,4 @@ def import_tensorflow_quietly() -> None:
     if importlib.util.find_spec("tensorflow") is None:
         return
     with native_stderr_silenced():
-        importlib.import_module("i3d_convert.reference.tf_reference")
+        importlib.import_module("i3d_convert.reference.tf_runtime")

@@ -84,7 +84,7 @@ def _refuse_non_finite_inputs(checkpoint: Optional[Path], torch_file: Optional[P
 
         refuse_or_warn_non_finite(non_finite_tensors(load_state_dict_file(torch_file)), torch_file, allow)
     if checkpoint is not None:
-        from i3d_convert.io.tensorbundle import load_tf_checkpoint
+        from i3d_convert.io.checkpoint_reader import load_tf_checkpoint
 
         try:
             arrays = load_tf_checkpoint(checkpoint)
