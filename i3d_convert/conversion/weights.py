@@ -103,7 +103,7 @@ def check_i3d_state_dict(state_dict: Mapping[str, torch.Tensor], path: Optional[
                            "tensors missing)", path)
     extra = [k for k in state_dict if k not in expected]
     if extra:
-        raise MappingError(f"not an I3D state_dict: unexpected {extra[0]!r}", path)
+        raise MappingError(f"not an I3D state_dict: unexpected tensor {extra[0]!r}", path)
     for key, value in state_dict.items():
         if tuple(value.shape) != expected[key]:
             raise MappingError(f"not an I3D state_dict: {key} has shape {list(value.shape)}, "

@@ -54,7 +54,7 @@ import timm  # noqa: E402,F401  (the point of this module; see the docstring abo
 from timm.models import PretrainedCfg, build_model_with_cfg, generate_default_cfgs, register_model  # noqa: E402
 
 from i3d_convert import architecture as arch
-from i3d_convert.conversion.weights import STEM_WEIGHT, load_into, load_weights
+from i3d_convert.conversion.weights import LOGITS_BIAS, LOGITS_WEIGHT, STEM_WEIGHT, load_into, load_weights
 from i3d_convert.integrations.hub import cached_release_weights, converted_path
 from i3d_convert.models.i3d import InceptionI3d, Unit3D
 from i3d_convert.conversion.releases import RELEASES, load_labels
@@ -112,7 +112,10 @@ class TimmInceptionI3d(InceptionI3d):
 
     def load_pretrained(self, path: str) -> None:
         """timm's ``custom_load`` hook: load any file :func:`load_weights` reads (state_dict, TF checkpoint, sdist)."""
-        load_into(self, checkpoint_filter_fn(load_weights(path).state_dict, self), path)
+        state = checkpoint_filter_fn(load_weights(path).state_dict, self)
+        if LOGITS_WEIGHT not in self.state_dict():  # num_classes=0: no classifier to load (timm drops it too)
+            state = {k: v for k, v in state.items() if k not in (LOGITS_WEIGHT, LOGITS_BIAS)}
+        load_into(self, state, path)
 
 
 def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: TimmInceptionI3d) -> Dict[str, torch.Tensor]:
