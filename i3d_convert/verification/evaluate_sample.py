@@ -151,7 +151,7 @@ class SampleEvaluation:
 
 
 def _fvd_weights() -> Optional[Path]:
-    from i3d_convert.integrations.fvd import default_weights
+    from i3d_convert.conversion.releases import default_fvd_weights as default_weights
 
     return default_weights()
 
