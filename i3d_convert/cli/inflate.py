@@ -1,6 +1,6 @@
 """``i3d-inflate``: 2D ImageNet weights -> I3D (or any inflated 2D CNN) weights, from the command line.
 
-A thin layer over :func:`i3d_convert.inflation.inflate.inflate_to_file`. Every
+A thin layer over :func:`i3d_convert.inflation.api.inflate_to_file`. Every
 :class:`~i3d_convert.errors.I3DConvertError` is caught once, in :func:`main`, and
 printed as one line on stderr with exit code 1 (``--debug`` or
 ``I3D_CONVERT_DEBUG=1`` shows the traceback instead); nothing is written then.
@@ -57,7 +57,7 @@ def inflate_command(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
 ) -> None:
     """Inflate a 2D checkpoint into 3D weights; the output loads into InceptionI3d with strict=True."""
-    from i3d_convert.inflation.inflate import inflate_to_file
+    from i3d_convert.inflation.api import inflate_to_file
 
     start = time.perf_counter()
     result = inflate_to_file(

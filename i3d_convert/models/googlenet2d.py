@@ -7,7 +7,7 @@ which is exactly the 2D network DeepMind inflated (slim's 3x3 "5x5" branch,
 (the odd pixel after), max pools never let a padded position win, batch norm has
 no scale by default (slim's ``scale=False``) and eps 1e-3.
 
-Module names mirror slim's scopes (:func:`i3d_convert.inflation.inflate.slim_name`), so
+Module names mirror slim's scopes (:func:`i3d_convert.names.slim.slim_name`), so
 ``Mixed_3b/Branch_1/Conv2d_0b_3x3/weights`` is ``Mixed_3b.Branch_1.Conv2d_0b_3x3.conv.weight``
 (OIHW here, HWIO in slim). Input NCHW in [-1, 1].
 
