@@ -118,28 +118,3 @@ def test_evaluate_sample_errors_are_one_line(case, synthetic_checkpoint, tmp_pat
     code, out, err = cli(*args)
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and expected in err, err
-
-
-def test_gif_only_evaluate_sample_of_cli_export_when_registered_alone(synthetic_checkpoint):
-    """cli_export's own evaluate-sample (registered only when no fuller one is): same report, JSON, errors."""
-    requires_shared(GIF)
-    import json
-
-    import typer
-    from typer.testing import CliRunner
-
-    from i3d_convert.cli import export as cli_export
-    from i3d_convert.errors import I3DConvertError
-
-    app = typer.Typer()
-    cli_export.register(app)
-    assert sum(c.name == "evaluate-sample" for c in app.registered_commands) == 1
-    runner = CliRunner()
-    args = ["evaluate-sample", "--gif", str(GIF), "--weights", str(synthetic_checkpoint("rgb_imagenet")), "--frames", "9"]
-    text = runner.invoke(app, args + ["--top-k", "5"])
-    assert text.exit_code == 0, text.output
-    report = parse_report(text.stdout)
-    data = json.loads(runner.invoke(app, args + ["--top-k", "5", "--json"]).stdout)
-    assert [t["label"] for t in data["top"]] == [label for _, _, label in report.rows]
-    failed = runner.invoke(app, ["evaluate-sample", "--weights", str(synthetic_checkpoint("rgb_imagenet"))])
-    assert isinstance(failed.exception, I3DConvertError) and "--gif" in str(failed.exception)

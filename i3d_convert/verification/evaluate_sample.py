@@ -48,6 +48,9 @@ SAMPLE_GIT_SHA1 = {
 }
 #: Relative agreement with DeepMind's published numbers that :func:`compare_reports` asks by default.
 REPORT_RTOL = 1e-4
+#: The release TF-Hub's I3D (i3d-kinetics-400, also the FVD network) was made from: an RGB clip without
+#: ImageNet-pretrained weights at hand falls back to it.
+TF_HUB_RELEASE = "rgb_scratch"
 
 
 @dataclass(frozen=True)
@@ -150,10 +153,12 @@ class SampleEvaluation:
     warnings: List[str] = field(default_factory=list)
 
 
-def _fvd_weights() -> Optional[Path]:
-    from i3d_convert.integrations.fvd import default_weights
-
-    return default_weights()
+def _tf_hub_weights(roots: Sequence[Path]) -> Optional[Path]:
+    """TF-Hub's I3D -- DeepMind's rgb_scratch weights -- as a checkpoint in ``roots``, or None."""
+    try:
+        return find_checkpoint(TF_HUB_RELEASE, roots)
+    except I3DConvertError:
+        return None
 
 
 def _eval_type_of(model: torch.nn.Module) -> str:
@@ -213,7 +218,7 @@ def evaluate_sample(eval_type: Optional[str] = None, imagenet_pretrained: Option
             try:
                 path = find_checkpoint(s.release, roots)
             except I3DConvertError:
-                fallback = (_fvd_weights() if clip is not None and eval_type == "rgb" and imagenet_pretrained is None
+                fallback = (_tf_hub_weights(roots) if clip is not None and eval_type == "rgb" and imagenet_pretrained is None
                             else None)
                 if fallback is None:
                     raise
@@ -240,8 +245,9 @@ def evaluate_sample(eval_type: Optional[str] = None, imagenet_pretrained: Option
             if not exact:
                 warnings.append(f"{source} is not DeepMind's sample file (git blob sha1 differs): "
                                 "the numbers will not match the published ones")
-        if array.shape[1] < 9:
-            raise I3DConvertError(f"the clip has {array.shape[1]} frames; I3D's logits need at least 9", source)
+        if array.shape[1] < arch.MIN_LOGITS_FRAMES:
+            raise I3DConvertError(f"the clip has {array.shape[1]} frames; I3D's logits need at least "
+                                  f"{arch.MIN_LOGITS_FRAMES}", source)
         x = torch.from_numpy(np.ascontiguousarray(array.transpose(0, 4, 1, 2, 3))).to(dev)
         with torch.inference_mode():
             logits = model.to(dev)(x)[0].float().cpu().numpy()
