@@ -503,6 +503,106 @@ def test_torchvision_source_inflates_with_the_boring_video_property(torchvision_
         assert difference(logits, ends[arch.LOGITS_NAME]).rel_l2 <= BORING_REL_L2
 
 
+#: Each I3D endpoint and the torchvision GoogLeNet module whose output is its 2D counterpart
+#: (written out here from torchvision's module tree, not taken from the package's tables).
+TORCHVISION_ENDPOINTS: Dict[str, str] = {
+    "Conv3d_1a_7x7": "conv1", "MaxPool3d_2a_3x3": "maxpool1", "Conv3d_2b_1x1": "conv2",
+    "Conv3d_2c_3x3": "conv3", "MaxPool3d_3a_3x3": "maxpool2", "Mixed_3b": "inception3a",
+    "Mixed_3c": "inception3b", "MaxPool3d_4a_3x3": "maxpool3", "Mixed_4b": "inception4a",
+    "Mixed_4c": "inception4b", "Mixed_4d": "inception4c", "Mixed_4e": "inception4d", "Mixed_4f": "inception4e",
+    "MaxPool3d_5a_2x2": "maxpool4", "Mixed_5b": "inception5a", "Mixed_5c": "inception5b", "Logits": "fc",
+}
+#: Frame sizes 32m - 1 make torchvision's paddings (stem 3 on both sides, ceil-mode pools without
+#: padding) place every window where TF 'SAME' does: the stem sees an odd size (SAME pads 3 and 3)
+#: and every stride-2 pool an even one (SAME pads 0 before). 223 gives Mixed_5c 7x7, the Logits pool.
+TORCHVISION_ALIGNED_SMALL = 31
+TORCHVISION_ALIGNED_FULL = 223
+#: float64 agreement of the inflated I3D with torchvision's own forward (measured: 1.3e-14 mean, 6.4e-14 center).
+TORCHVISION_FORWARD_REL_L2 = 1e-12
+
+
+@pytest.fixture(scope="module")
+def torchvision_own(tmp_path_factory):
+    """(float64 .pth path, torchvision GoogLeNet in float64 eval mode): seeded, BN scales and statistics random.
+
+    ``googlenet(weights=None, aux_logits=False, init_weights=True, transform_input=False)`` under
+    ``torch.manual_seed(0)``; gamma, beta and the running statistics are then drawn (gamma of both
+    signs) and the running statistics calibrated on random frames, so that activations stay O(1)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        tv = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True, transform_input=False)
+        tv = tv.double()
+        for module in tv.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                with torch.no_grad():
+                    sign = torch.where(torch.rand(module.num_features) < 0.1, -1.0, 1.0).double()
+                    module.weight.copy_(sign * (0.5 + torch.rand(module.num_features)))
+                    module.bias.copy_(0.2 * torch.randn(module.num_features))
+                module.momentum = None  # cumulative average: the statistics of the calibration batch
+                module.reset_running_stats()
+        tv.train()
+        with torch.no_grad():
+            tv(random_frame((4, 3, TORCHVISION_ALIGNED_FULL, TORCHVISION_ALIGNED_FULL), seed=21).double())
+    tv.eval()
+    path = tmp_path_factory.mktemp("torchvision_own") / "googlenet64.pth"
+    torch.save(tv.state_dict(), path)
+    return path, tv
+
+
+def _torchvision_activations(tv, frame: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """torchvision's forward on ``frame``, its modules' outputs caught by forward hooks, keyed by I3D endpoint."""
+    caught: Dict[str, torch.Tensor] = {}
+    hooks = [tv.get_submodule(module).register_forward_hook(
+        lambda _m, _i, out, name=name: caught.__setitem__(name, out.detach()))
+        for name, module in TORCHVISION_ENDPOINTS.items()]
+    try:
+        with torch.no_grad():
+            logits = tv(frame)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert torch.equal(caught[arch.LOGITS_NAME], logits)
+    return caught
+
+
+@pytest.mark.parametrize("mode", ["mean", "center"])
+def test_inflated_torchvision_googlenet_equals_torchvision_forward_on_a_boring_video(mode, torchvision_own):
+    """torchvision's own GoogLeNet (float64, eval, transform_input=False) -> inflate() -> InceptionI3d in float64.
+
+    On a boring video the I3D endpoints equal torchvision's 2D activations (forward hooks) to
+    relative L2 <= 1e-12: ``mean`` at every interior time step of every endpoint before the Logits
+    (31x31 frames, 102 of them, see temporal_interior); ``center`` at every time step, Logits
+    included (223x223 frames, 9 of them). Measured: 1.3e-14 (mean), 6.4e-14 (center): float64 round-off."""
+    path, tv = torchvision_own
+    result = inflate(path, mode=mode)
+    model = InceptionI3d(result.num_classes).double().eval()
+    model.load_state_dict(result.state_dict, strict=True)
+    assert result.num_classes == 1000 and result.state_dict["Conv3d_1a_7x7.conv.weight"].dtype == torch.float64
+    if mode == "mean":
+        size, frames, names = TORCHVISION_ALIGNED_SMALL, MIXED_5C_FRAMES, model.endpoint_names[:-1]
+        masks = temporal_interior(frames)
+    else:
+        size, frames, names = TORCHVISION_ALIGNED_FULL, arch.MIN_LOGITS_FRAMES, model.endpoint_names
+        masks = {name: np.ones(1 << 10, bool) for name in names}
+    frame = random_frame((1, 3, size, size), seed=23).double()
+    reference = _torchvision_activations(tv, frame)
+    worst = 0.0
+    with torch.no_grad():
+        for name, act in walk(model, boring(frame, frames), names):
+            if name == arch.LOGITS_NAME:
+                rel = difference(act, reference[name]).rel_l2
+            else:
+                steps = np.flatnonzero(masks[name][: act.shape[2]])
+                assert len(steps) > 0, name
+                got = act[:, :, steps]
+                rel = difference(got, reference[name][:, :, None].expand_as(got)).rel_l2
+            assert rel <= TORCHVISION_FORWARD_REL_L2, (name, rel)
+            assert reference[name].abs().max() > 0.1, name  # a live activation, not a vacuous match of zeros
+            worst = max(worst, rel)
+    assert set(names) <= set(reference)
+    print(f"\ntorchvision forward, {mode}: worst rel L2 {worst:.1e} over {len(names)} endpoints", end="")
+
+
 # --------------------------------------------------------------------------- slim V1 file
 
 

@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 
+from i3d_convert.architecture import MIN_LOGITS_FRAMES
 from i3d_convert.verification.sample_report import format_report, format_sample_report, parse_report, softmax_float32
 
 from conftest import KINETICS_FIXTURES, requires_shared
@@ -88,9 +89,9 @@ def test_evaluate_sample_json_lists_the_same_classes_as_the_report(synthetic_che
     import json
 
     prefix = synthetic_checkpoint("rgb_imagenet")
-    code, text, err = cli("evaluate-sample", "--gif", GIF, "--weights", prefix, "--frames", "9", "--top-k", "5")
+    code, text, err = cli("evaluate-sample", "--gif", GIF, "--weights", prefix, "--frames", str(MIN_LOGITS_FRAMES), "--top-k", "5")
     assert code == 0, err
-    code, out, err = cli("evaluate-sample", "--gif", GIF, "--weights", prefix, "--frames", "9", "--top-k", "5", "--json")
+    code, out, err = cli("evaluate-sample", "--gif", GIF, "--weights", prefix, "--frames", str(MIN_LOGITS_FRAMES), "--top-k", "5", "--json")
     assert code == 0, err
     data = json.loads(out)
     report = parse_report(text)
@@ -102,8 +103,8 @@ def test_evaluate_sample_json_lists_the_same_classes_as_the_report(synthetic_che
 @pytest.mark.parametrize("case", ["broken-gif", "too-few-frames", "flow-weights", "bad-weights"])
 def test_evaluate_sample_errors_are_one_line(case, synthetic_checkpoint, tmp_path, cli):
     requires_shared(GIF)
-    args = ["evaluate-sample", "--gif", GIF, "--weights", synthetic_checkpoint("rgb_imagenet"), "--frames", "9"]
-    expected = {"broken-gif": "broken.gif", "too-few-frames": "at least 9",
+    args = ["evaluate-sample", "--gif", GIF, "--weights", synthetic_checkpoint("rgb_imagenet"), "--frames", str(MIN_LOGITS_FRAMES)]
+    expected = {"broken-gif": "broken.gif", "too-few-frames": f"at least {MIN_LOGITS_FRAMES}",
                 "flow-weights": "3", "bad-weights": "junk.pt"}[case]
     if case == "broken-gif":
         (tmp_path / "broken.gif").write_bytes(b"GIF89a\x00")
