@@ -33,7 +33,7 @@ if importlib.util.find_spec("tensorflow") is None:  # pragma: no cover
     pytest.skip("TensorFlow is not installed (the [tf] extra)", allow_module_level=True)
 
 #: The smallest clip length whose Mixed_5c has the two time steps the Logits pool needs.
-FRAMES = 9
+FRAMES = arch.MIN_LOGITS_FRAMES
 #: The acceptance budget of the one-command demo on a 2-core machine.
 DEMO_SECONDS = 60
 #: A perturbation of one converted kernel by this factor must be caught in float64.
@@ -294,10 +294,10 @@ def test_gif_input_is_read_like_deepminds_sample(synthetic_checkpoint, tf_cache)
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(frames=8), "at least 9"),
+    (dict(frames=arch.MIN_LOGITS_FRAMES - 1), f"at least {arch.MIN_LOGITS_FRAMES}"),
     (dict(device="cuda"), "cuda"),
     (dict(dtype="float16"), "float32 or float64"),
-    (dict(pad="symmetric"), "--layout piergiaj"),
+    (dict(pad="symmetric"), "layout='piergiaj'"),
     (dict(layout="mmaction"), "unknown layout"),
     (dict(torch_bn_eps=0.0), "positive"),
     (dict(tf_device="tpu"), "TensorFlow device"),

@@ -18,7 +18,8 @@ from i3d_convert.conversion.synthetic import synthetic_tf_arrays
 from i3d_convert.conversion.tf_to_torch import convert_to_file
 from i3d_convert.conversion.weights import load_model, load_weights, weights_shape
 from i3d_convert.errors import I3DConvertError
-from i3d_convert.io.tensorbundle import load_tf_checkpoint, write_checkpoint
+from i3d_convert.io.bundle_writer import write_checkpoint
+from i3d_convert.io.checkpoint_reader import load_tf_checkpoint
 from i3d_convert.models.i3d import InceptionI3d
 
 NAN_NAME = "Mixed_4d.Branch_0.Conv3d_0a_1x1.bn.running_var"

@@ -1,6 +1,6 @@
 """``i3d-inflate``: 2D ImageNet weights -> I3D (or any inflated 2D CNN) weights, from the command line.
 
-A thin layer over :func:`i3d_convert.inflation.inflate.inflate_to_file`. Every
+A thin layer over :func:`i3d_convert.inflation.api.inflate_to_file`. Every
 :class:`~i3d_convert.errors.I3DConvertError` is caught once, in :func:`main`, and
 printed as one line on stderr with exit code 1 (``--debug`` or
 ``I3D_CONVERT_DEBUG=1`` shows the traceback instead); nothing is written then.
@@ -61,7 +61,7 @@ def inflate_command(
     """Inflate a 2D checkpoint into 3D weights; the output loads into InceptionI3d with strict=True."""
     from i3d_convert.cli.app import non_finite_tensors, refuse_or_warn_non_finite
     from i3d_convert.conversion.tf_to_torch import output_format, save_state_dict
-    from i3d_convert.inflation.inflate import inflate
+    from i3d_convert.inflation.api import inflate
     from i3d_convert.io.atomic import check_output_path
 
     start = time.perf_counter()
