@@ -25,7 +25,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402  (torch before TensorFlow, see i3d_convert.reference.tf_reference)
+import torch  # noqa: E402  (torch before TensorFlow, see i3d_convert.reference.tf_runtime)
 
 DOC = REPO / "docs" / "benchmarks.md"
 RESULTS = REPO / "bench" / "results"

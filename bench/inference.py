@@ -105,7 +105,7 @@ def main() -> None:
         reference = model(clip)
         naive = port.video_logits(clip)
     if not args.no_tf:
-        from i3d_convert.reference.tf_reference import tf_forward
+        from i3d_convert.reference.tf_forward import tf_forward
         import tensorflow as tf
 
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
@@ -114,13 +114,14 @@ def main() -> None:
             {k: v.numpy() for k, v in state.items()}).items()}
         nthwc = ncthw_to_nthwc(clip.numpy())
         # TensorFlow at its best: the same tf.nn network traced once into a graph (tf.function,
-        # grappler on, weights as constants) returning only the logits. Uses tf_reference's
+        # grappler on, weights as constants) returning only the logits. Uses tf_forward's
         # internals on purpose: tf_forward itself is eager and returns every endpoint as numpy.
-        from i3d_convert.reference import tf_reference as ref
+        from i3d_convert.reference import network as ref
+        from i3d_convert.reference.tf_forward import _TFOps
 
-        checked, _ = ref._check_variables(variables, ref.detect_scope(list(variables)), False, 3)
-        ops = ref._TFOps(checked, tf.float32, 1e-3, ref.detect_scope(list(variables)))
-        graph = tf.function(lambda x: ref._inception_i3d(ops, x, "Logits")["Logits"])
+        checked, _ = ref.check_variables(variables, ref.detect_scope(list(variables)), False, 3)
+        ops = _TFOps(checked, tf.float32, 1e-3, ref.detect_scope(list(variables)))
+        graph = tf.function(lambda x: ref.inception_i3d(ops, x, "Logits")["Logits"])
         x_tf = tf.constant(nthwc)
         results["tensorflow (tf.function)"] = timed(lambda: graph(x_tf).numpy(), repeats)
         results["tensorflow (eager tf_forward)"] = timed(lambda: tf_forward(variables, nthwc), repeats)

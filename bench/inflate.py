@@ -1,6 +1,6 @@
 """Time i3d-inflate on full-size 2D networks (a benchmark, not a test).
 
-Measures :func:`i3d_convert.inflation.inflate.inflate` -- read the file, fold batch-norm
+Measures :func:`i3d_convert.inflation.api.inflate` -- read the file, fold batch-norm
 scales, inflate every kernel, map onto InceptionI3d's keys -- and the whole
 :func:`inflate_to_file` (plus the atomic ``.safetensors`` write), for:
 
@@ -35,9 +35,9 @@ import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from i3d_convert.inflation.inflate import inflate, inflate_to_file  # noqa: E402
+from i3d_convert.inflation.api import inflate, inflate_to_file  # noqa: E402
 from i3d_convert.models.googlenet2d import GoogLeNet2d, slim_arrays  # noqa: E402
-from i3d_convert.io.tensorbundle import write_checkpoint  # noqa: E402
+from i3d_convert.io.bundle_writer import write_checkpoint  # noqa: E402
 
 
 def _timed(fn, repeat: int):

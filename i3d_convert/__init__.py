@@ -10,7 +10,7 @@ Public API::
     verify(...)                  run TensorFlow and PyTorch side by side, per endpoint
     i3d(name, pretrained=True)   a model from a known release (downloaded, converted, cached)
 
-TensorFlow is never imported by this package except by ``i3d_convert.reference.tf_reference``
+TensorFlow is never imported by this package except by ``i3d_convert.reference`` (through ``i3d_convert.reference.tf_runtime``)
 (the ``[tf]`` extra), which is loaded only for parity checks.
 """
 
@@ -23,9 +23,9 @@ _preload()  # Triton before any TensorFlow: see i3d_convert/_import_order.py
 
 from i3d_convert.errors import I3DConvertError  # noqa: E402
 from i3d_convert.models.i3d import InceptionI3d  # noqa: E402
-from i3d_convert.io.tensorbundle import load_tf_checkpoint  # noqa: E402
+from i3d_convert.io.checkpoint_reader import load_tf_checkpoint  # noqa: E402
 from i3d_convert.conversion.tf_to_torch import convert, convert_checkpoint, convert_to_file, load_state_dict_file, save_state_dict  # noqa: E402
-from i3d_convert.inflation.inflate import inflate  # noqa: E402
+from i3d_convert.inflation.api import inflate  # noqa: E402
 from i3d_convert.verification.verify import verify  # noqa: E402
 from i3d_convert.integrations.hub import i3d  # noqa: E402
 

@@ -18,7 +18,8 @@ from i3d_convert.names.tf1 import mapping_table
 from i3d_convert.models.ports import PiergiajI3D
 from i3d_convert.conversion.releases import RELEASES
 from i3d_convert.conversion.synthetic import random_clip, synthetic_tf_arrays
-from i3d_convert.io.tensorbundle import load_tf_checkpoint, write_checkpoint
+from i3d_convert.io.checkpoint_reader import load_tf_checkpoint
+from i3d_convert.io.bundle_writer import write_checkpoint
 
 from conftest import REPO_ROOT
 

@@ -143,7 +143,7 @@ def synthetic_samples(synthetic_checkpoint, tmp_path_factory):
 
 def _tensorflow_report(samples: Path, releases) -> str:
     """The same evaluation with the independent TensorFlow forward pass (weights read by TensorFlow)."""
-    import i3d_convert.reference.tf_reference as R  # noqa: F401  (TensorFlow after torchvision)
+    import i3d_convert.reference.tf_forward as R  # noqa: F401  (TensorFlow after torchvision)
     import tensorflow as tf
 
     from i3d_convert.conversion.releases import get_release, load_labels

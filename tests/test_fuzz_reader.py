@@ -36,7 +36,8 @@ from hypothesis import strategies as st
 
 from i3d_convert.io import protowire as wire
 from i3d_convert.errors import CheckpointFormatError
-from i3d_convert.io.tensorbundle import CheckpointReader, write_checkpoint
+from i3d_convert.io.checkpoint_reader import CheckpointReader
+from i3d_convert.io.bundle_writer import write_checkpoint
 
 TOTAL = int(os.environ.get("I3D_FUZZ_EXAMPLES", "10000"))
 CASE_SECONDS = 1.0  # CPU seconds every single case, however mutated, must finish within

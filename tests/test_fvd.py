@@ -101,7 +101,7 @@ def _to_flax(arrays):
 
 @pytest.fixture(scope="module")
 def synthetic_rgb(synthetic_checkpoint):
-    from i3d_convert.io.tensorbundle import load_tf_checkpoint
+    from i3d_convert.io.checkpoint_reader import load_tf_checkpoint
 
     return {k: np.array(v) for k, v in load_tf_checkpoint(synthetic_checkpoint("rgb_imagenet")).items()}
 
@@ -205,7 +205,7 @@ def test_synthetic_weights_share_no_tensor_with_rgb_scratch(synthetic_rgb):
 def test_fvd_logits_equal_tensorflow_reference_pipeline(synthetic_checkpoint):
     """uint8 videos of another size -> our preprocessing + model vs TF's preprocessing + TF forward."""
     from realweights import tf_variables
-    from i3d_convert.reference.tf_reference import tf_forward
+    from i3d_convert.reference.tf_forward import tf_forward
     from i3d_convert.verification.metrics import difference
 
     prefix = synthetic_checkpoint("rgb_imagenet")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import csv
 import hashlib
-import importlib
 import json
 import math
 import re
@@ -32,6 +31,12 @@ import timm  # noqa: E402  (imports torchvision: must come before TensorFlow)
 from i3d_convert import architecture as arch
 from i3d_convert.cli.inflate import main as inflate_main
 from i3d_convert.conversion.tf_to_torch import load_state_dict_file
+from i3d_convert.errors import I3DConvertError
+from i3d_convert.inflation.api import inflate, inflate_source
+from i3d_convert.inflation.modules import inflate_module
+from i3d_convert.inflation.recipe import inflate_kernel, inflate_weights, time_kernels
+from i3d_convert.inflation.sources import DROP_AUX, DROP_COUNTER, DROP_HEAD, slim_to_2d, torchvision_to_2d
+from i3d_convert.names.slim import SLIM_SCOPE, slim_name
 from i3d_convert.models.googlenet2d import GoogLeNet2d, random_frame, random_googlenet2d, slim_arrays
 from i3d_convert.verification.metrics import difference
 from i3d_convert.models.i3d import InceptionI3d
@@ -39,8 +44,6 @@ from i3d_convert.verification.tolerances import FLOAT64_REL_L2
 
 from conftest import INCEPTION_FIXTURES, REPO_ROOT, cli_runner, requires_shared
 
-# The module, not the function: ``i3d_convert.inflation.inflate`` is the function ``inflate`` at package level.
-inf = importlib.import_module("i3d_convert.inflation.inflate")
 
 #: The acceptance bar for float32: relative L2 error of an interior time step.
 BORING_REL_L2 = 1e-5
@@ -240,10 +243,10 @@ def test_name_tables_match_the_fixture_map(slim_weights, torchvision_checkpoint)
     and the inflated shapes are those of DeepMind's rgb_imagenet checkpoint index."""
     rows = read_tsv("i3d_inflation_map.tsv")
     assert len(rows) == 230
-    slim = inf.slim_to_2d(slim_weights)
-    tv = inf.torchvision_to_2d(torch.load(torchvision_checkpoint[0], weights_only=True))
-    inflated = inf.inflate_weights(slim, num_classes=400)
-    kernels = inf.time_kernels()
+    slim = slim_to_2d(slim_weights)
+    tv = torchvision_to_2d(torch.load(torchvision_checkpoint[0], weights_only=True))
+    inflated = inflate_weights(slim, num_classes=400)
+    kernels = time_kernels()
     for row in rows:
         name = row["i3d_name"]
         assert slim.sources[name] == (row["slim_name"],), name
@@ -261,14 +264,14 @@ def test_seeded_2d_network_has_slims_exact_names_and_shapes(slim_weights):
 
 def test_inflate_kernel_modes():
     w = np.random.default_rng(0).standard_normal((3, 3, 4, 5)).astype(np.float32)
-    mean = inf.inflate_kernel(w, 7, "mean")
+    mean = inflate_kernel(w, 7, "mean")
     assert mean.shape == (7, 3, 3, 4, 5)
     assert np.array_equal(mean[0], mean[6]) and np.array_equal(mean[3], w / np.float32(7))
-    center = inf.inflate_kernel(w, 3, "center")
+    center = inflate_kernel(w, 3, "center")
     assert np.array_equal(center[1], w) and not center[0].any() and not center[2].any()
-    assert np.array_equal(inf.inflate_kernel(w, 1, "mean")[0], w)
-    with pytest.raises(inf.I3DConvertError, match="unknown mode"):
-        inf.inflate_kernel(w, 3, "sum")
+    assert np.array_equal(inflate_kernel(w, 1, "mean")[0], w)
+    with pytest.raises(I3DConvertError, match="unknown mode"):
+        inflate_kernel(w, 3, "sum")
 
 
 # --------------------------------------------------------------------------- the boring video, Inception-v1
@@ -285,14 +288,14 @@ def test_boring_video_float32_every_endpoint_interior_steps(slim_weights, refere
     interior steps) against the 2D logits without the background class.
     """
     frame, ref32, ref64 = reference_2d
-    result = inf.inflate_source(inf.slim_to_2d(slim_weights))
+    result = inflate_source(slim_to_2d(slim_weights))
     model = InceptionI3d(result.num_classes).eval()
     model.load_state_dict(result.state_dict, strict=True)
     masks = temporal_interior(LOGITS_FRAMES)
     report = {}
     with torch.no_grad():
         for name, act in walk(model, boring(frame, LOGITS_FRAMES), model.endpoint_names[:-1]):
-            two_d = inf.slim_name(name)
+            two_d = slim_name(name)
             steps = np.flatnonzero(masks[name])
             assert len(steps) > 0, name
             floor = difference(ref32[two_d], ref64[two_d]).rel_l2
@@ -321,8 +324,8 @@ def test_boring_video_is_exact_in_float64(net2d, reference_2d):
     network to round-off (1e-10): the inflation itself is exact. Endpoints before the Logits on a
     32x32 clip of 102 frames; the Logits module on the 2D Mixed_5c (224x224) repeated twice in time."""
     net64 = copy.deepcopy(net2d).double()
-    weights = inf.slim_to_2d(slim_arrays(net64))
-    result = inf.inflate_source(weights)
+    weights = slim_to_2d(slim_arrays(net64))
+    result = inflate_source(weights)
     assert all(v.dtype == torch.float64 for v in result.state_dict.values())
     model = InceptionI3d(result.num_classes).double().eval()
     model.load_state_dict(result.state_dict, strict=True)
@@ -333,7 +336,7 @@ def test_boring_video_is_exact_in_float64(net2d, reference_2d):
         ref = dict(walk(net64, frame, net64.endpoint_names[:-1]))
         for name, act in walk(model, boring(frame, MIXED_5C_FRAMES), model.endpoint_names[:-1]):
             got = act[:, :, np.flatnonzero(masks[name])]
-            expected = ref[inf.slim_name(name)][:, :, None].expand_as(got)
+            expected = ref[slim_name(name)][:, :, None].expand_as(got)
             rel = difference(got, expected).rel_l2
             assert rel <= FLOAT64_REL_L2, (name, rel)
             worst = max(worst, rel)
@@ -349,12 +352,12 @@ def test_center_mode_boring_video_matches_2d_at_every_step(slim_weights, referen
     at *every* step (border steps included), and the model's own logits (averaged over time)
     equal the 2D logits. 224x224, 16 frames."""
     frame, ref32, ref64 = reference_2d
-    result = inf.inflate_source(inf.slim_to_2d(slim_weights), mode="center")
+    result = inflate_source(slim_to_2d(slim_weights), mode="center")
     model = InceptionI3d(result.num_classes).eval()
     model.load_state_dict(result.state_dict, strict=True)
     with torch.no_grad():
         for name, act in walk(model, boring(frame, 16), model.endpoint_names):
-            two_d = inf.slim_name(name)
+            two_d = slim_name(name)
             expected = ref64[two_d] if name == arch.LOGITS_NAME else ref64[two_d][:, :, None].expand_as(act)
             if name == arch.LOGITS_NAME:
                 expected = expected[:, 1:]
@@ -374,15 +377,15 @@ def test_center_mode_sees_the_centre_frame_of_each_window(net2d):
     last = "MaxPool3d_3a_3x3"
     names = arch.ENDPOINTS[: arch.ENDPOINTS.index(last) + 1]
     for mode, should_match in (("center", True), ("mean", False)):
-        result = inf.inflate_source(inf.slim_to_2d(slim_arrays(net)), mode=mode)
+        result = inflate_source(slim_to_2d(slim_arrays(net)), mode=mode)
         model = InceptionI3d(result.num_classes).eval()
         model.load_state_dict(result.state_dict, strict=True)
         with torch.no_grad():
             acts = dict(walk(model, clip, names))
             for t in range(acts[last].shape[2]):
                 centre = t * stem.stride[0] - before + stem.kernel[0] // 2
-                ref = dict(walk(net, clip[:, :, centre], [inf.slim_name(n) for n in names]))
-                rel = difference(acts[last][:, :, t], ref[inf.slim_name(last)]).rel_l2
+                ref = dict(walk(net, clip[:, :, centre], [slim_name(n) for n in names]))
+                rel = difference(acts[last][:, :, t], ref[slim_name(last)]).rel_l2
                 assert (rel <= BORING_REL_L2) == should_match, (mode, t, rel)
 
 
@@ -394,7 +397,7 @@ def deflate(i3d_arrays: Dict[str, np.ndarray], scope: str = "RGB/inception_i3d/"
     """
     out = {}
     for unit in arch.iter_conv_units(arch.RGB_CHANNELS, arch.NUM_CLASSES_400):
-        src, dst = scope + unit.path, inf.SLIM_SCOPE + inf.slim_name(unit.path)
+        src, dst = scope + unit.path, SLIM_SCOPE + slim_name(unit.path)
         w = i3d_arrays[f"{src}/conv_3d/w"]
         out[f"{dst}/weights"] = w.astype(np.float64).sum(axis=0).astype(np.float32)
         if unit.bias:
@@ -416,7 +419,7 @@ def test_boring_video_float32_within_1e5_on_trained_weights():
     slim = deflate(realweights.real_arrays())
     net = from_slim_arrays(slim)
     frame = torch.from_numpy(realweights.gif_clip()[:, 39]).permute(0, 3, 1, 2).contiguous()
-    result = inf.inflate_source(inf.slim_to_2d(slim))
+    result = inflate_source(slim_to_2d(slim))
     assert result.num_classes == arch.NUM_CLASSES_400 and "carried over" in result.metadata["logits"]
     model = InceptionI3d(result.num_classes).eval()
     model.load_state_dict(result.state_dict, strict=True)
@@ -427,7 +430,7 @@ def test_boring_video_float32_within_1e5_on_trained_weights():
         for name, act in walk(model, boring(frame, LOGITS_FRAMES), model.endpoint_names[:-1]):
             steps = np.flatnonzero(masks[name])
             got = act[:, :, steps]
-            report[name] = difference(got, ref[inf.slim_name(name)][:, :, None].expand_as(got)).rel_l2
+            report[name] = difference(got, ref[slim_name(name)][:, :, None].expand_as(got)).rel_l2
             if name == "Mixed_5c":
                 logits = model.Logits(got)
         report[arch.LOGITS_NAME] = difference(logits, ref[arch.LOGITS_NAME]).rel_l2
@@ -444,7 +447,7 @@ def test_torchvision_source_folds_batch_norm_scale_exactly(torchvision_checkpoin
     and a float64 conv+BN with scale equals the folded conv+BN without scale on random input."""
     path, _ = torchvision_checkpoint
     state = torch.load(path, weights_only=True)
-    weights = inf.torchvision_to_2d(state, str(path))
+    weights = torchvision_to_2d(state, str(path))
     module = "inception4c.branch3.1"
     name = "Mixed_4d/Branch_2/Conv3d_0b_3x3"
     gamma = state[f"{module}.bn.weight"].numpy()
@@ -454,7 +457,7 @@ def test_torchvision_source_folds_batch_norm_scale_exactly(torchvision_checkpoin
     assert np.array_equal(weights.arrays[f"{name}/batch_norm/moving_mean"], state[f"{module}.bn.running_mean"].numpy() * gamma)
     # The algebra, in float64 (a float64 state_dict is folded in float64, so nothing is rounded to float32):
     state64 = {k: v.double() if v.is_floating_point() else v for k, v in state.items()}
-    folded64 = inf.torchvision_to_2d(state64).arrays
+    folded64 = torchvision_to_2d(state64).arrays
     x = torch.randn(2, w.shape[2], 9, 9, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     g, b, m, v = (state64[f"{module}.bn.{k}"] for k in ("weight", "bias", "running_mean", "running_var"))
     scaled = torch.nn.functional.batch_norm(
@@ -471,9 +474,9 @@ def test_torchvision_source_inflates_with_the_boring_video_property(torchvision_
     gives the 2D network's activations (the network the .pth was built from) at every interior step
     of every endpoint before the Logits; the logits layer on the 2D Mixed_5c (224x224) gives its logits."""
     path, net = torchvision_checkpoint
-    result = inf.inflate(path)
+    result = inflate(path)
     assert result.source_format == "torchvision"
-    assert Counter(result.dropped.values()) == {inf.DROP_AUX: 20, inf.DROP_COUNTER: 57}
+    assert Counter(result.dropped.values()) == {DROP_AUX: 20, DROP_COUNTER: 57}
     state = torch.load(path, weights_only=True)
     used = {s for names in result.sources.values() for s in names}
     assert used | set(result.dropped) == set(state) and not used & set(result.dropped)
@@ -487,7 +490,7 @@ def test_torchvision_source_inflates_with_the_boring_video_property(torchvision_
         ref64 = dict(walk(net64, frame.double(), net.endpoint_names[:-1]))
         worst = 0.0
         for name, act in walk(model, boring(frame, MIXED_5C_FRAMES), model.endpoint_names[:-1]):
-            two_d = inf.slim_name(name)
+            two_d = slim_name(name)
             got = act[:, :, np.flatnonzero(masks[name])]
             floor = difference(ref32[two_d], ref64[two_d]).rel_l2
             rel = difference(got, ref64[two_d][:, :, None].expand_as(got)).rel_l2
@@ -500,6 +503,106 @@ def test_torchvision_source_inflates_with_the_boring_video_property(torchvision_
         assert difference(logits, ends[arch.LOGITS_NAME]).rel_l2 <= BORING_REL_L2
 
 
+#: Each I3D endpoint and the torchvision GoogLeNet module whose output is its 2D counterpart
+#: (written out here from torchvision's module tree, not taken from the package's tables).
+TORCHVISION_ENDPOINTS: Dict[str, str] = {
+    "Conv3d_1a_7x7": "conv1", "MaxPool3d_2a_3x3": "maxpool1", "Conv3d_2b_1x1": "conv2",
+    "Conv3d_2c_3x3": "conv3", "MaxPool3d_3a_3x3": "maxpool2", "Mixed_3b": "inception3a",
+    "Mixed_3c": "inception3b", "MaxPool3d_4a_3x3": "maxpool3", "Mixed_4b": "inception4a",
+    "Mixed_4c": "inception4b", "Mixed_4d": "inception4c", "Mixed_4e": "inception4d", "Mixed_4f": "inception4e",
+    "MaxPool3d_5a_2x2": "maxpool4", "Mixed_5b": "inception5a", "Mixed_5c": "inception5b", "Logits": "fc",
+}
+#: Frame sizes 32m - 1 make torchvision's paddings (stem 3 on both sides, ceil-mode pools without
+#: padding) place every window where TF 'SAME' does: the stem sees an odd size (SAME pads 3 and 3)
+#: and every stride-2 pool an even one (SAME pads 0 before). 223 gives Mixed_5c 7x7, the Logits pool.
+TORCHVISION_ALIGNED_SMALL = 31
+TORCHVISION_ALIGNED_FULL = 223
+#: float64 agreement of the inflated I3D with torchvision's own forward (measured: 1.3e-14 mean, 6.4e-14 center).
+TORCHVISION_FORWARD_REL_L2 = 1e-12
+
+
+@pytest.fixture(scope="module")
+def torchvision_own(tmp_path_factory):
+    """(float64 .pth path, torchvision GoogLeNet in float64 eval mode): seeded, BN scales and statistics random.
+
+    ``googlenet(weights=None, aux_logits=False, init_weights=True, transform_input=False)`` under
+    ``torch.manual_seed(0)``; gamma, beta and the running statistics are then drawn (gamma of both
+    signs) and the running statistics calibrated on random frames, so that activations stay O(1)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        tv = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True, transform_input=False)
+        tv = tv.double()
+        for module in tv.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                with torch.no_grad():
+                    sign = torch.where(torch.rand(module.num_features) < 0.1, -1.0, 1.0).double()
+                    module.weight.copy_(sign * (0.5 + torch.rand(module.num_features)))
+                    module.bias.copy_(0.2 * torch.randn(module.num_features))
+                module.momentum = None  # cumulative average: the statistics of the calibration batch
+                module.reset_running_stats()
+        tv.train()
+        with torch.no_grad():
+            tv(random_frame((4, 3, TORCHVISION_ALIGNED_FULL, TORCHVISION_ALIGNED_FULL), seed=21).double())
+    tv.eval()
+    path = tmp_path_factory.mktemp("torchvision_own") / "googlenet64.pth"
+    torch.save(tv.state_dict(), path)
+    return path, tv
+
+
+def _torchvision_activations(tv, frame: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """torchvision's forward on ``frame``, its modules' outputs caught by forward hooks, keyed by I3D endpoint."""
+    caught: Dict[str, torch.Tensor] = {}
+    hooks = [tv.get_submodule(module).register_forward_hook(
+        lambda _m, _i, out, name=name: caught.__setitem__(name, out.detach()))
+        for name, module in TORCHVISION_ENDPOINTS.items()]
+    try:
+        with torch.no_grad():
+            logits = tv(frame)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert torch.equal(caught[arch.LOGITS_NAME], logits)
+    return caught
+
+
+@pytest.mark.parametrize("mode", ["mean", "center"])
+def test_inflated_torchvision_googlenet_equals_torchvision_forward_on_a_boring_video(mode, torchvision_own):
+    """torchvision's own GoogLeNet (float64, eval, transform_input=False) -> inflate() -> InceptionI3d in float64.
+
+    On a boring video the I3D endpoints equal torchvision's 2D activations (forward hooks) to
+    relative L2 <= 1e-12: ``mean`` at every interior time step of every endpoint before the Logits
+    (31x31 frames, 102 of them, see temporal_interior); ``center`` at every time step, Logits
+    included (223x223 frames, 9 of them). Measured: 1.3e-14 (mean), 6.4e-14 (center): float64 round-off."""
+    path, tv = torchvision_own
+    result = inflate(path, mode=mode)
+    model = InceptionI3d(result.num_classes).double().eval()
+    model.load_state_dict(result.state_dict, strict=True)
+    assert result.num_classes == 1000 and result.state_dict["Conv3d_1a_7x7.conv.weight"].dtype == torch.float64
+    if mode == "mean":
+        size, frames, names = TORCHVISION_ALIGNED_SMALL, MIXED_5C_FRAMES, model.endpoint_names[:-1]
+        masks = temporal_interior(frames)
+    else:
+        size, frames, names = TORCHVISION_ALIGNED_FULL, arch.MIN_LOGITS_FRAMES, model.endpoint_names
+        masks = {name: np.ones(1 << 10, bool) for name in names}
+    frame = random_frame((1, 3, size, size), seed=23).double()
+    reference = _torchvision_activations(tv, frame)
+    worst = 0.0
+    with torch.no_grad():
+        for name, act in walk(model, boring(frame, frames), names):
+            if name == arch.LOGITS_NAME:
+                rel = difference(act, reference[name]).rel_l2
+            else:
+                steps = np.flatnonzero(masks[name][: act.shape[2]])
+                assert len(steps) > 0, name
+                got = act[:, :, steps]
+                rel = difference(got, reference[name][:, :, None].expand_as(got)).rel_l2
+            assert rel <= TORCHVISION_FORWARD_REL_L2, (name, rel)
+            assert reference[name].abs().max() > 0.1, name  # a live activation, not a vacuous match of zeros
+            worst = max(worst, rel)
+    assert set(names) <= set(reference)
+    print(f"\ntorchvision forward, {mode}: worst rel L2 {worst:.1e} over {len(names)} endpoints", end="")
+
+
 # --------------------------------------------------------------------------- slim V1 file
 
 
@@ -509,7 +612,7 @@ def test_slim_v1_checkpoint_written_by_tensorflow_inflates_completely(slim_v1_ch
     result loads into InceptionI3d strictly and equals the in-memory inflation exactly."""
     import tensorflow as tf
 
-    from i3d_convert.io.tensorbundle import CheckpointReader
+    from i3d_convert.io.checkpoint_reader import CheckpointReader
 
     tf_reader = tf.train.load_checkpoint(str(slim_v1_checkpoint))
     tf_shapes = tf_reader.get_variable_to_shape_map()
@@ -520,12 +623,12 @@ def test_slim_v1_checkpoint_written_by_tensorflow_inflates_completely(slim_v1_ch
             ours, theirs = reader.read(name), tf_reader.get_tensor(name)
             assert ours.dtype == theirs.dtype and ours.shape == theirs.shape, name
             assert ours.tobytes() == theirs.tobytes(), name
-    result = inf.inflate(slim_v1_checkpoint)
+    result = inflate(slim_v1_checkpoint)
     assert result.source_format == "slim" and result.dropped == {}
     used = [s for names in result.sources.values() for s in names]
     assert sorted(used) == sorted(slim_weights) and len(result.state_dict) == 230
     InceptionI3d(result.num_classes).load_state_dict(result.state_dict, strict=True)
-    in_memory = inf.inflate_source(inf.slim_to_2d(slim_weights)).state_dict
+    in_memory = inflate_source(slim_to_2d(slim_weights)).state_dict
     assert list(result.state_dict) == list(in_memory)
     assert all(torch.equal(result.state_dict[k], in_memory[k]) for k in in_memory)
     assert result.metadata["source_sha256"] == hashlib.sha256(slim_v1_checkpoint.read_bytes()).hexdigest()
@@ -535,22 +638,22 @@ def test_slim_v1_checkpoint_written_by_tensorflow_inflates_completely(slim_v1_ch
 
 
 def test_imagenet_head_drops_slims_background_class_or_keeps_it_for_1001(slim_weights):
-    weights = inf.slim_to_2d(slim_weights)
+    weights = slim_to_2d(slim_weights)
     kernel = slim_weights["InceptionV1/Logits/Conv2d_0c_1x1/weights"]
     bias = slim_weights["InceptionV1/Logits/Conv2d_0c_1x1/biases"]
-    default = inf.inflate_source(weights).state_dict
+    default = inflate_source(weights).state_dict
     assert torch.equal(default["Logits.Conv3d_0c_1x1.conv.weight"][:, :, 0, 0, 0], torch.from_numpy(kernel[0, 0, :, 1:].T))
     assert torch.equal(default["Logits.Conv3d_0c_1x1.conv.bias"], torch.from_numpy(bias[1:]))
-    full = inf.inflate_source(weights, num_classes=1001).state_dict
+    full = inflate_source(weights, num_classes=1001).state_dict
     assert torch.equal(full["Logits.Conv3d_0c_1x1.conv.bias"], torch.from_numpy(bias))
 
 
 def test_new_head_is_seeded_truncated_normal(slim_weights):
     """--num-classes 400: Sonnet 1's default init, truncated normal (2 sd) with sd 1/sqrt(1024), zero bias."""
-    weights = inf.slim_to_2d(slim_weights)
-    first = inf.inflate_source(weights, num_classes=400, seed=5)
-    again = inf.inflate_source(weights, num_classes=400, seed=5)
-    other = inf.inflate_source(weights, num_classes=400, seed=6)
+    weights = slim_to_2d(slim_weights)
+    first = inflate_source(weights, num_classes=400, seed=5)
+    again = inflate_source(weights, num_classes=400, seed=5)
+    other = inflate_source(weights, num_classes=400, seed=6)
     key = "Logits.Conv3d_0c_1x1.conv.weight"
     w = first.state_dict[key]
     assert w.shape == (400, 1024, 1, 1, 1)
@@ -561,9 +664,9 @@ def test_new_head_is_seeded_truncated_normal(slim_weights):
     assert abs(w.std().item() / truncated_sd - 1) < 0.02
     assert not first.state_dict["Logits.Conv3d_0c_1x1.conv.bias"].any()
     assert {first.dropped[n] for n in ("InceptionV1/Logits/Conv2d_0c_1x1/weights",
-                                       "InceptionV1/Logits/Conv2d_0c_1x1/biases")} == {inf.DROP_HEAD}
+                                       "InceptionV1/Logits/Conv2d_0c_1x1/biases")} == {DROP_HEAD}
     InceptionI3d(400).load_state_dict(first.state_dict, strict=True)
-    forced = inf.inflate_source(weights, reinit_logits=True, seed=5)
+    forced = inflate_source(weights, reinit_logits=True, seed=5)
     assert forced.num_classes == 1000 and "re-initialised" in forced.metadata["logits"]
 
 
@@ -571,9 +674,9 @@ def test_flow_stem_sees_equal_channels_as_rgb_sees_grey(slim_weights):
     """--in-channels 2: each flow channel's filter is the RGB filter summed over colour / 2, so a
     flow clip with both channels equal to g gives the RGB network's activations on the grey clip
     (g, g, g)."""
-    weights = inf.slim_to_2d(slim_weights)
-    rgb = inf.inflate_source(weights, num_classes=400, seed=0)
-    flow = inf.inflate_source(weights, num_classes=400, seed=0, in_channels=2)
+    weights = slim_to_2d(slim_weights)
+    rgb = inflate_source(weights, num_classes=400, seed=0)
+    flow = inflate_source(weights, num_classes=400, seed=0, in_channels=2)
     assert flow.state_dict["Conv3d_1a_7x7.conv.weight"].shape == (64, 2, 7, 7, 7)
     rgb_model, flow_model = InceptionI3d(400).eval(), InceptionI3d(400, in_channels=2).eval()
     rgb_model.load_state_dict(rgb.state_dict, strict=True)
@@ -666,7 +769,7 @@ def test_boring_video_timm_resnet18_every_stage():
 
 
 def inflate_module_checked(model2d):
-    model3d = inf.inflate_module(model2d, time_kernels=3)
+    model3d = inflate_module(model2d, time_kernels=3)
     assert isinstance(model3d.conv1, torch.nn.Conv3d) and model3d.conv1.kernel_size == (3, 7, 7)
     assert model3d.layer1[0].conv1.kernel_size == (3, 3, 3)
     assert model3d.layer2[0].downsample[0].kernel_size == (1, 1, 1)
@@ -701,12 +804,12 @@ def test_inflate_module_refuses_layers_it_cannot_prove():
         (ScaledBlock(), "ScaledBlock: it holds its own tensors (gamma)"),
     ]
     for layer, expected in cases:
-        with pytest.raises(inf.I3DConvertError, match=r"cannot inflate module '0' of type \S*" + re.escape(expected)):
-            inf.inflate_module(torch.nn.Sequential(layer, torch.nn.Conv2d(4, 4, 3)))
-    with pytest.raises(inf.I3DConvertError, match="odd"):
-        inf.inflate_module(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), time_kernels=2)
-    with pytest.raises(inf.I3DConvertError, match="no Conv2d or pool"):
-        inf.inflate_module(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), time_kernels={"conv9": 3})
+        with pytest.raises(I3DConvertError, match=r"cannot inflate module '0' of type \S*" + re.escape(expected)):
+            inflate_module(torch.nn.Sequential(layer, torch.nn.Conv2d(4, 4, 3)))
+    with pytest.raises(I3DConvertError, match="odd"):
+        inflate_module(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), time_kernels=2)
+    with pytest.raises(I3DConvertError, match="no Conv2d or pool"):
+        inflate_module(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), time_kernels={"conv9": 3})
 
 
 # --------------------------------------------------------------------------- CLI
@@ -729,7 +832,7 @@ def test_cli_writes_a_strictly_loadable_file_with_provenance(torchvision_checkpo
     assert json.loads(meta["time_kernels"])["Conv3d_1a_7x7"] == 7
     state = load_state_dict_file(out)
     InceptionI3d(1000).load_state_dict(state, strict=True)
-    api = inf.inflate(source).state_dict
+    api = inflate(source).state_dict
     assert all(torch.equal(state[k], api[k]) for k in api)
     code, stdout, _ = run_cli(source, "-o", out, "--quiet", "--overwrite", "--mode", "center",
                               "--in-channels", "2", "--num-classes", "400")
@@ -748,9 +851,9 @@ def test_cli_inflates_a_timm_model(tmp_path, run_cli):
     out = tmp_path / "resnet18_3d.pt"
     code, _, stderr = run_cli(source, "-o", out, "--source-format", "timm:resnet18", "--quiet")
     assert code == 0, stderr
-    model3d = inf.inflate_module(timm.create_model("resnet18", pretrained=False), time_kernels=3)
+    model3d = inflate_module(timm.create_model("resnet18", pretrained=False), time_kernels=3)
     model3d.load_state_dict(torch.load(out, weights_only=True), strict=True)
-    assert torch.equal(model3d.conv1.weight, inf.inflate_module(model2d).conv1.weight)
+    assert torch.equal(model3d.conv1.weight, inflate_module(model2d).conv1.weight)
 
 
 def _bad_inputs(tmp_path: Path, torchvision_path: Path):
@@ -769,9 +872,9 @@ def _bad_inputs(tmp_path: Path, torchvision_path: Path):
         "timm weights": ([torchvision_path, "--source-format", "timm:resnet18"], "not a state_dict of timm model"),
         "format": ([torchvision_path, "--source-format", "caffe"], "unknown source format"),
         "mode": ([torchvision_path, "--mode", "sum"], "unknown mode"),
-        "classes": ([torchvision_path, "--num-classes", "0"], "--num-classes must be >= 1"),
-        "channels": ([torchvision_path, "--in-channels", "0"], "--in-channels must be >= 1"),
-        "time kernel": ([torchvision_path, "--time-kernel", "5"], "--time-kernel is for timm sources"),
+        "classes": ([torchvision_path, "--num-classes", "0"], "num_classes must be >= 1"),
+        "channels": ([torchvision_path, "--in-channels", "0"], "in_channels must be >= 1"),
+        "time kernel": ([torchvision_path, "--time-kernel", "5"], "time_kernel is for timm sources"),
     }
 
 

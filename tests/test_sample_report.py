@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 
+from i3d_convert.architecture import MIN_LOGITS_FRAMES
 from i3d_convert.verification.sample_report import format_report, format_sample_report, parse_report, softmax_float32
 
 from conftest import KINETICS_FIXTURES, requires_shared
@@ -88,9 +89,9 @@ def test_evaluate_sample_json_lists_the_same_classes_as_the_report(synthetic_che
     import json
 
     prefix = synthetic_checkpoint("rgb_imagenet")
-    code, text, err = cli("evaluate-sample", "--gif", GIF, "--weights", prefix, "--frames", "9", "--top-k", "5")
+    code, text, err = cli("evaluate-sample", "--gif", GIF, "--weights", prefix, "--frames", str(MIN_LOGITS_FRAMES), "--top-k", "5")
     assert code == 0, err
-    code, out, err = cli("evaluate-sample", "--gif", GIF, "--weights", prefix, "--frames", "9", "--top-k", "5", "--json")
+    code, out, err = cli("evaluate-sample", "--gif", GIF, "--weights", prefix, "--frames", str(MIN_LOGITS_FRAMES), "--top-k", "5", "--json")
     assert code == 0, err
     data = json.loads(out)
     report = parse_report(text)
@@ -102,8 +103,8 @@ def test_evaluate_sample_json_lists_the_same_classes_as_the_report(synthetic_che
 @pytest.mark.parametrize("case", ["broken-gif", "too-few-frames", "flow-weights", "bad-weights"])
 def test_evaluate_sample_errors_are_one_line(case, synthetic_checkpoint, tmp_path, cli):
     requires_shared(GIF)
-    args = ["evaluate-sample", "--gif", GIF, "--weights", synthetic_checkpoint("rgb_imagenet"), "--frames", "9"]
-    expected = {"broken-gif": "broken.gif", "too-few-frames": "at least 9",
+    args = ["evaluate-sample", "--gif", GIF, "--weights", synthetic_checkpoint("rgb_imagenet"), "--frames", str(MIN_LOGITS_FRAMES)]
+    expected = {"broken-gif": "broken.gif", "too-few-frames": f"at least {MIN_LOGITS_FRAMES}",
                 "flow-weights": "3", "bad-weights": "junk.pt"}[case]
     if case == "broken-gif":
         (tmp_path / "broken.gif").write_bytes(b"GIF89a\x00")
@@ -118,28 +119,3 @@ def test_evaluate_sample_errors_are_one_line(case, synthetic_checkpoint, tmp_pat
     code, out, err = cli(*args)
     assert code == 1 and out == ""
     assert err.count("\n") == 1 and expected in err, err
-
-
-def test_gif_only_evaluate_sample_of_cli_export_when_registered_alone(synthetic_checkpoint):
-    """cli_export's own evaluate-sample (registered only when no fuller one is): same report, JSON, errors."""
-    requires_shared(GIF)
-    import json
-
-    import typer
-    from typer.testing import CliRunner
-
-    from i3d_convert.cli import export as cli_export
-    from i3d_convert.errors import I3DConvertError
-
-    app = typer.Typer()
-    cli_export.register(app)
-    assert sum(c.name == "evaluate-sample" for c in app.registered_commands) == 1
-    runner = CliRunner()
-    args = ["evaluate-sample", "--gif", str(GIF), "--weights", str(synthetic_checkpoint("rgb_imagenet")), "--frames", "9"]
-    text = runner.invoke(app, args + ["--top-k", "5"])
-    assert text.exit_code == 0, text.output
-    report = parse_report(text.stdout)
-    data = json.loads(runner.invoke(app, args + ["--top-k", "5", "--json"]).stdout)
-    assert [t["label"] for t in data["top"]] == [label for _, _, label in report.rows]
-    failed = runner.invoke(app, ["evaluate-sample", "--weights", str(synthetic_checkpoint("rgb_imagenet"))])
-    assert isinstance(failed.exception, I3DConvertError) and "--gif" in str(failed.exception)

@@ -1,4 +1,4 @@
-"""The TensorFlow-free checkpoint reader and writer (``i3d_convert.io.tensorbundle``, V1 included).
+"""The TensorFlow-free checkpoint reader and writer (``i3d_convert.io``: bundle_v2, tf_v1_checkpoint, bundle_writer, checkpoint_reader).
 
 Ground truth is TensorFlow itself: checkpoints written by ``tf.raw_ops.SaveV2``,
 ``MergeV2Checkpoints``, ``tf.train.Checkpoint`` and the V1 ``Saver`` must read
@@ -20,17 +20,11 @@ import numpy as np
 import pytest
 
 from i3d_convert.io import protowire as wire
-from i3d_convert.io import tensorbundle
 from i3d_convert.errors import CheckpointFormatError, ChecksumError, I3DConvertError
-from i3d_convert.io.tensorbundle import (
-    CheckpointReader,
-    TensorEntry,
-    TensorNotFoundError,
-    list_variables,
-    load_tf_checkpoint,
-    masked_crc32c,
-    write_checkpoint,
-)
+from i3d_convert.io.bundle_format import TensorEntry, TensorNotFoundError, masked_crc32c
+from i3d_convert.io.bundle_writer import entry_proto as encode_entry_proto
+from i3d_convert.io.bundle_writer import write_checkpoint
+from i3d_convert.io.checkpoint_reader import CheckpointReader, list_variables, load_tf_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENDORED_INDEX = REPO_ROOT / "i3d_convert" / "data" / "index"
@@ -131,7 +125,7 @@ def with_block_crcs_fixed(index: bytes) -> bytes:
 
 def entry_proto(dtype: int, shape: Tuple[int, ...], offset: int = 0, size: int = 0, crc: int = 0) -> bytes:
     """A ``BundleEntryProto`` as TensorFlow serializes it."""
-    return tensorbundle._entry_proto(dtype, shape, offset, size, crc)
+    return encode_entry_proto(dtype, shape, offset, size, crc)
 
 
 def header_proto(num_shards: int = 1, endianness: int = 0) -> bytes:
@@ -245,12 +239,13 @@ def tf_release_checkpoint(request, tmp_path_factory) -> Tuple[str, Path, Dict[st
 def test_reader_is_bit_identical_to_tensorflow_on_savev2_checkpoints_with_real_names(tf_release_checkpoint) -> None:
     release, prefix, arrays = tf_release_checkpoint
     expected = tf_read_all(prefix)
-    start = time.perf_counter()
+    start = time.process_time()
     ours = load_tf_checkpoint(prefix)  # crc32c of every tensor verified
-    seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - start
     assert_bit_identical(ours, expected)
     assert_bit_identical(ours, arrays)
-    assert seconds < 2.0, f"reading {release} took {seconds:.3f} s"  # typically ~0.02 s for 50 MB
+    # A complexity guard in CPU time with a wide margin (typically ~0.02 s for 50 MB); speed is bench/'s.
+    assert cpu_seconds < 20.0, f"reading {release} took {cpu_seconds:.3f} s of CPU"
     for array in ours.values():
         assert not array.flags.writeable
 
@@ -309,7 +304,7 @@ def test_tf2_object_checkpoint_lists_the_object_graph_and_load_skips_it(tmp_path
     prefix = ckpt.write(str(tmp_path / "obj"))
     names = [name for name, _, _ in list_variables(prefix)]
     assert "_CHECKPOINTABLE_OBJECT_GRAPH" in names
-    with caplog.at_level(logging.INFO, logger="i3d_convert.io.tensorbundle"):
+    with caplog.at_level(logging.INFO, logger="i3d_convert.io.checkpoint_reader"):
         loaded = load_tf_checkpoint(prefix)
     assert "_CHECKPOINTABLE_OBJECT_GRAPH" not in loaded
     assert "skipped non-numeric tensors: _CHECKPOINTABLE_OBJECT_GRAPH (string)" in caplog.text
@@ -700,7 +695,7 @@ def test_giant_claimed_tensor_fails_at_once_without_allocating(tmp_path: Path) -
         tmp_path / "m", [("huge", entry_proto(1, (1 << 20, 1 << 18), 0, one_tib))], bytes(16)
     )
     tracemalloc.start()
-    start = time.perf_counter()
+    start = time.process_time()
     try:
         with CheckpointReader(prefix) as reader:
             assert reader.entries["huge"].size == one_tib
@@ -709,7 +704,7 @@ def test_giant_claimed_tensor_fails_at_once_without_allocating(tmp_path: Path) -
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 10.0  # CPU-time guard: never reads or allocates the claimed TiB
     assert peak < 1 << 20
     assert_format_error(excinfo, Path(f"{prefix}{DATA}"), "'huge'", "truncated data file", str(one_tib))
 

@@ -1,7 +1,7 @@
 """TF2 object-based checkpoints of the Sonnet 2 port (kinetics-i3d PR #127) convert exactly, without TensorFlow.
 
 The checkpoints are written by TensorFlow itself: ``tf.train.Checkpoint(model=SonnetI3D)``
-(:mod:`i3d_convert.reference.tf_reference`, written independently of
+(:mod:`i3d_convert.reference.sonnet`, written independently of
 :mod:`i3d_convert.names.tf2`) loaded with a synthetic checkpoint's weights.
 They are read back by the package's TF-free reader and name table.
 """
@@ -71,15 +71,16 @@ def tf2_checkpoints(synthetic_checkpoint, tmp_path_factory):
     """release -> (TF1 prefix, TF2 object-based prefix written by tf.train.Checkpoint)."""
     if not HAS_SONNET:
         pytest.skip("TensorFlow and dm-sonnet (the [tf] extra) are not installed")
-    from i3d_convert.reference import tf_reference as R
-    from i3d_convert.io.tensorbundle import load_tf_checkpoint
+    from i3d_convert.reference.sonnet import SonnetI3D
+    from i3d_convert.reference.tf_checkpoint import save_tf2_checkpoint
+    from i3d_convert.io.checkpoint_reader import load_tf_checkpoint
 
     out = {}
     root = tmp_path_factory.mktemp("tf2")
     for release in SCHEMA_RELEASES:
         tf1 = synthetic_checkpoint(release)
-        module = R.SonnetI3D.from_tf1_variables(load_tf_checkpoint(tf1))
-        out[release] = (tf1, R.save_tf2_checkpoint(module, str(root / release / "model.ckpt")))
+        module = SonnetI3D.from_tf1_variables(load_tf_checkpoint(tf1))
+        out[release] = (tf1, save_tf2_checkpoint(module, str(root / release / "model.ckpt")))
     return out
 
 
@@ -88,7 +89,7 @@ def tf2_checkpoints(synthetic_checkpoint, tmp_path_factory):
 def test_sonnet2_checkpoint_converts_to_exactly_the_tf1_conversion(release, tf2_checkpoints):
     from i3d_convert import convert
     from i3d_convert.conversion.tf_to_torch import convert_checkpoint
-    from i3d_convert.io.tensorbundle import list_variables
+    from i3d_convert.io.checkpoint_reader import list_variables
 
     tf1, tf2 = tf2_checkpoints[release]
     names = [name for name, _, _ in list_variables(tf2)]
@@ -136,7 +137,8 @@ def test_verify_runs_tensorflow_on_the_restored_sonnet2_module_and_passes(tf2_ch
 
 
 def _edited(tf2_prefix, tmp_path, edit):
-    from i3d_convert.io.tensorbundle import load_tf_checkpoint, write_checkpoint
+    from i3d_convert.io.checkpoint_reader import load_tf_checkpoint
+    from i3d_convert.io.bundle_writer import write_checkpoint
 
     arrays = {k: v for k, v in load_tf_checkpoint(tf2_prefix).items() if v.dtype.kind in "fiu"}
     edit(arrays)

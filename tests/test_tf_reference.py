@@ -1,4 +1,4 @@
-"""Tests of the TensorFlow oracle (i3d_convert.reference.tf_reference), independent of PyTorch.
+"""Tests of the TensorFlow oracle (i3d_convert.reference), independent of PyTorch.
 
 They show that the reference is right on its own terms:
 
@@ -13,7 +13,7 @@ They show that the reference is right on its own terms:
 * errors are strict; the TF2 object-graph names are those of the Sonnet 2 port;
 * importing the module prevents the TF-then-torchvision segfault.
 
-TensorFlow must only be imported through i3d_convert.reference.tf_reference (which loads
+TensorFlow must only be imported through i3d_convert.reference.tf_runtime (which loads
 torchvision/triton first); ``pytest.importorskip("tensorflow")`` would import it
 directly and could make a later ``import torchvision`` in the same session crash.
 """
@@ -33,11 +33,12 @@ import pytest
 if importlib.util.find_spec("tensorflow") is None:  # pragma: no cover
     pytest.skip("tensorflow is not installed", allow_module_level=True)
 
-from i3d_convert.reference import tf_reference as R  # noqa: E402  (imports tensorflow safely)
-from i3d_convert.errors import MappingError  # noqa: E402
+from i3d_convert.reference import network, sonnet, tf_checkpoint  # noqa: E402  (imports tensorflow safely)
+from i3d_convert.reference import tf_forward as forward  # noqa: E402
+from i3d_convert.reference.tf_runtime import tf  # noqa: E402
+from i3d_convert.errors import CheckpointFormatError, MappingError  # noqa: E402
 
-tf = R.tf
-HAS_SONNET = R.snt is not None
+HAS_SONNET = sonnet.snt is not None
 needs_sonnet = pytest.mark.skipif(not HAS_SONNET, reason="dm-sonnet 2 is not installed")
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,7 +57,7 @@ def random_variables(seed: int = 0, in_channels: int = 3, num_classes: int = 400
     """A random float64 checkpoint dict: He-scaled conv weights, BN variance ~ 1."""
     rng = np.random.default_rng(seed)
     out = {}
-    for name, shape in R.expected_tf1_variables(in_channels, num_classes, scope, bn_shape).items():
+    for name, shape in network.expected_tf1_variables(in_channels, num_classes, scope, bn_shape).items():
         if name.endswith("/conv_3d/w"):
             out[name] = rng.normal(0.0, np.sqrt(2.0 / np.prod(shape[:-1])), shape)
         elif name.endswith("/moving_variance"):
@@ -79,7 +80,7 @@ def rgb_vars() -> dict:
 def sonnet64(rgb_vars):
     if not HAS_SONNET:
         pytest.skip("dm-sonnet 2 is not installed")
-    return R.SonnetI3D.from_tf1_variables(rgb_vars, dtype="float64")
+    return sonnet.SonnetI3D.from_tf1_variables(rgb_vars, dtype="float64")
 
 
 # --------------------------------------------------------------------------
@@ -101,7 +102,7 @@ DEEPMIND_LISTINGS = {
 @pytest.mark.parametrize("checkpoint", sorted(DEEPMIND_LISTINGS))
 def test_expected_variables_are_deepmind_checkpoint_listing(checkpoint):
     in_channels, num_classes, scope, bn_shape, count, digest = DEEPMIND_LISTINGS[checkpoint]
-    spec = R.expected_tf1_variables(in_channels, num_classes, scope, bn_shape)
+    spec = network.expected_tf1_variables(in_channels, num_classes, scope, bn_shape)
     lines = sorted(f"{name} {list(shape)}" for name, shape in spec.items())
     assert len(lines) == count
     assert hashlib.sha256("\n".join(lines).encode()).hexdigest() == digest
@@ -117,16 +118,16 @@ def test_expected_variables_are_deepmind_checkpoint_listing(checkpoint):
 @needs_sonnet
 def test_tf_forward_and_sonnet_agree_float64_small_clip(rgb_vars, sonnet64):
     clip = random_clip((1, 8, 64, 64, 3))
-    ref = R.tf_forward(rgb_vars, clip, dtype="float64", final_endpoint="Mixed_5c")
+    ref = forward.tf_forward(rgb_vars, clip, dtype="float64", final_endpoint="Mixed_5c")
     _, sonnet = sonnet64(tf.constant(clip), final_endpoint="Mixed_5c")
-    assert list(ref) == list(R.ENDPOINTS[:-1])
+    assert list(ref) == list(network.ENDPOINTS[:-1])
     assert list(sonnet) == list(ref)
     for name, value in ref.items():
         assert value.dtype == np.float64, name
         assert np.std(value) > 1e-2, name  # the check is not vacuous
         assert rel_l2(sonnet[name].numpy(), value) <= 1e-12, name
     # float64 really ran in float64: float32 is close but not equal
-    ref32 = R.tf_forward(rgb_vars, clip, dtype="float32", final_endpoint="Mixed_5c")
+    ref32 = forward.tf_forward(rgb_vars, clip, dtype="float32", final_endpoint="Mixed_5c")
     assert ref32["Mixed_5c"].dtype == np.float32
     assert 0 < rel_l2(ref32["Mixed_5c"], ref["Mixed_5c"]) < 1e-4
 
@@ -142,7 +143,7 @@ def numpy_logits(mixed_5c: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarr
 @needs_sonnet
 def test_logits_agree_float64_224(rgb_vars, sonnet64):
     clip = random_clip((1, 9, 224, 224, 3), seed=2)  # 9 frames: Mixed_5c is 2x7x7
-    ref = R.tf_forward(rgb_vars, clip, dtype="float64")
+    ref = forward.tf_forward(rgb_vars, clip, dtype="float64")
     logits, sonnet = sonnet64(tf.constant(clip))
     assert ref["Mixed_5c"].shape == (1, 2, 7, 7, 1024)
     assert ref["Logits"].shape == (1, 400)
@@ -176,9 +177,9 @@ KNOWN_SHAPES_16x224 = {
 
 
 def test_endpoint_shapes_16x224(rgb_vars):
-    out = R.tf_forward(rgb_vars, random_clip((1, 16, 224, 224, 3), seed=3))
+    out = forward.tf_forward(rgb_vars, random_clip((1, 16, 224, 224, 3), seed=3))
     assert {k: v.shape for k, v in out.items()} == KNOWN_SHAPES_16x224
-    assert list(out) == list(R.ENDPOINTS)
+    assert list(out) == list(network.ENDPOINTS)
     assert all(v.dtype == np.float32 for v in out.values())
     assert np.isfinite(out["Logits"]).all()
 
@@ -203,8 +204,8 @@ def test_boring_video_is_constant_in_time_and_equals_single_frame():
     variables = central_slice_variables()
     frame = random_clip((1, 1, 32, 32, 3), seed=5)
     boring = np.repeat(frame, 8, axis=1)
-    out = R.tf_forward(variables, boring, dtype="float64", final_endpoint="Mixed_5c")
-    single = R.tf_forward(variables, frame, dtype="float64", final_endpoint="Mixed_5c")
+    out = forward.tf_forward(variables, boring, dtype="float64", final_endpoint="Mixed_5c")
+    single = forward.tf_forward(variables, frame, dtype="float64", final_endpoint="Mixed_5c")
     for name, value in out.items():
         assert single[name].shape[1] == 1
         expected = np.broadcast_to(single[name], value.shape)
@@ -217,10 +218,10 @@ def test_same_padding_takes_frames_2t_plus_1_in_conv1():
     t is centred on frame 2t+1 (a symmetric 3/3 padding would give frame 2t)."""
     variables = central_slice_variables()
     clip = random_clip((1, 8, 32, 32, 3), seed=6)
-    out = R.tf_forward(variables, clip, dtype="float64", final_endpoint="Conv3d_1a_7x7")["Conv3d_1a_7x7"]
+    out = forward.tf_forward(variables, clip, dtype="float64", final_endpoint="Conv3d_1a_7x7")["Conv3d_1a_7x7"]
     assert out.shape == (1, 4, 16, 16, 64)
     frames = np.transpose(clip[:, :], (1, 0, 2, 3, 4))  # [8, 1, H, W, C]: one frame per batch item
-    per_frame = R.tf_forward(variables, frames, dtype="float64", final_endpoint="Conv3d_1a_7x7")
+    per_frame = forward.tf_forward(variables, frames, dtype="float64", final_endpoint="Conv3d_1a_7x7")
     per_frame = per_frame["Conv3d_1a_7x7"][:, 0]
     for t in range(4):
         assert rel_l2(out[0, t], per_frame[2 * t + 1]) <= 1e-12
@@ -240,13 +241,13 @@ def test_max_pool_fallbacks_equal_native(shape, ksize, strides):
     x32 = -np.random.default_rng(7).uniform(1.0, 2.0, shape).astype(np.float32)
     native = tf.nn.max_pool3d(x32, [1, *ksize, 1], [1, *strides, 1], "SAME").numpy()
     x64 = tf.constant(x32.astype(np.float64))
-    by_slices = R._max_pool3d_same_by_slices(x64, ksize, strides).numpy()
+    by_slices = forward._max_pool3d_same_by_slices(x64, ksize, strides).numpy()
     assert by_slices.dtype == np.float64
     np.testing.assert_array_equal(by_slices, native.astype(np.float64))
-    same32 = R._max_pool3d_same_by_slices(tf.constant(x32), ksize, strides).numpy()
+    same32 = forward._max_pool3d_same_by_slices(tf.constant(x32), ksize, strides).numpy()
     np.testing.assert_array_equal(same32, native)
     if HAS_SONNET:
-        patches = R._sonnet_max_pool(x64, ksize, strides).numpy()
+        patches = sonnet._sonnet_max_pool(x64, ksize, strides).numpy()
         np.testing.assert_array_equal(patches, native.astype(np.float64))
 
 
@@ -255,14 +256,14 @@ def test_avg_pool_fallbacks_equal_native(shape):
     x32 = np.random.default_rng(8).normal(size=shape).astype(np.float32)
     native = tf.nn.avg_pool3d(x32, [1, 2, 7, 7, 1], [1, 1, 1, 1, 1], "VALID").numpy()
     x64 = tf.constant(x32.astype(np.float64))
-    by_slices = R._avg_pool3d_valid_by_slices(x64, (2, 7, 7)).numpy()
+    by_slices = forward._avg_pool3d_valid_by_slices(x64, (2, 7, 7)).numpy()
     assert by_slices.dtype == np.float64
     assert rel_l2(by_slices, native) <= 1e-6
     exact = np.stack([x32[:, i:i + 2].astype(np.float64).mean(axis=(1, 2, 3), keepdims=True)[:, 0]
                       for i in range(shape[1] - 1)], axis=1)
     assert rel_l2(by_slices, exact) <= 1e-14
     if HAS_SONNET:
-        assert rel_l2(R._sonnet_avg_pool_logits(x64).numpy(), exact) <= 1e-14
+        assert rel_l2(sonnet._sonnet_avg_pool_logits(x64).numpy(), exact) <= 1e-14
 
 
 # --------------------------------------------------------------------------
@@ -286,10 +287,10 @@ def to_kinetics600_schema(variables: dict, scope: str = RGB) -> dict:
 
 def test_kinetics600_schema_gives_identical_output(rgb_vars):
     clip = random_clip(SMALL)
-    ref = R.tf_forward(rgb_vars, clip, dtype="float64", final_endpoint="Mixed_5c")
+    ref = forward.tf_forward(rgb_vars, clip, dtype="float64", final_endpoint="Mixed_5c")
     kin600 = to_kinetics600_schema(rgb_vars)
-    assert R.detect_scope(list(kin600)) == ""
-    out = R.tf_forward(kin600, clip, dtype="float64", final_endpoint="Mixed_5c")
+    assert network.detect_scope(list(kin600)) == ""
+    out = forward.tf_forward(kin600, clip, dtype="float64", final_endpoint="Mixed_5c")
     for name in ref:
         np.testing.assert_array_equal(out[name], ref[name])
 
@@ -298,13 +299,13 @@ def test_flow_scope_and_two_stream_dict(rgb_vars):
     flow_vars = random_variables(seed=9, in_channels=2, scope=FLOW)
     both = {**rgb_vars, **flow_vars}
     with pytest.raises(ValueError, match="several I3D models"):
-        R.tf_forward(both, random_clip(SMALL), final_endpoint="Conv3d_2b_1x1")
+        forward.tf_forward(both, random_clip(SMALL), final_endpoint="Conv3d_2b_1x1")
     flow_clip = random_clip(SMALL[:-1] + (2,))
-    alone = R.tf_forward(flow_vars, flow_clip, final_endpoint="Conv3d_2b_1x1")
-    picked = R.tf_forward(both, flow_clip, final_endpoint="Conv3d_2b_1x1", scope=FLOW)
+    alone = forward.tf_forward(flow_vars, flow_clip, final_endpoint="Conv3d_2b_1x1")
+    picked = forward.tf_forward(both, flow_clip, final_endpoint="Conv3d_2b_1x1", scope=FLOW)
     np.testing.assert_array_equal(alone["Conv3d_2b_1x1"], picked["Conv3d_2b_1x1"])
     with pytest.raises(ValueError, match="channels"):
-        R.tf_forward(flow_vars, random_clip(SMALL), final_endpoint="Conv3d_1a_7x7")
+        forward.tf_forward(flow_vars, random_clip(SMALL), final_endpoint="Conv3d_1a_7x7")
 
 
 def test_missing_variable_is_key_error(rgb_vars):
@@ -312,13 +313,13 @@ def test_missing_variable_is_key_error(rgb_vars):
     name = RGB + "Mixed_4c/Branch_1/Conv3d_0b_3x3/batch_norm/moving_mean"
     del variables[name]
     with pytest.raises(KeyError, match="Mixed_4c/Branch_1/Conv3d_0b_3x3") as info:
-        R.tf_forward(variables, random_clip(SMALL), final_endpoint="Mixed_5c")
+        forward.tf_forward(variables, random_clip(SMALL), final_endpoint="Mixed_5c")
     assert isinstance(info.value, MappingError)
     assert name in str(info.value) and not str(info.value).startswith('"')
     # not needed before Mixed_4c
-    R.tf_forward(variables, random_clip(SMALL), final_endpoint="Mixed_4b")
+    forward.tf_forward(variables, random_clip(SMALL), final_endpoint="Mixed_4b")
     with pytest.raises(KeyError, match="not an I3D checkpoint"):
-        R.tf_forward({"foo": np.zeros(3)}, random_clip(SMALL))
+        forward.tf_forward({"foo": np.zeros(3)}, random_clip(SMALL))
 
 
 def test_wrong_shape_and_unknown_variable_are_value_errors(rgb_vars):
@@ -326,40 +327,40 @@ def test_wrong_shape_and_unknown_variable_are_value_errors(rgb_vars):
     name = RGB + "Mixed_3c/Branch_2/Conv3d_0b_3x3/conv_3d/w"
     variables[name] = variables[name][:, :, :, :, :95]
     with pytest.raises(ValueError, match="Mixed_3c/Branch_2/Conv3d_0b_3x3/conv_3d/w"):
-        R.tf_forward(variables, random_clip(SMALL), final_endpoint="Conv3d_1a_7x7")
+        forward.tf_forward(variables, random_clip(SMALL), final_endpoint="Conv3d_1a_7x7")
     variables = dict(rgb_vars)
     variables[RGB + "Mixed_3b/Branch_0/Conv3d_0a_1x1/batch_norm/gamma"] = np.ones(64)
     with pytest.raises(ValueError, match="not part of I3D"):
-        R.tf_forward(variables, random_clip(SMALL), final_endpoint="Conv3d_1a_7x7")
+        forward.tf_forward(variables, random_clip(SMALL), final_endpoint="Conv3d_1a_7x7")
     variables = dict(rgb_vars)
     variables[RGB + "global_step"] = np.array(1)
     with pytest.raises(ValueError, match="global_step"):
-        R.tf_forward(variables, random_clip(SMALL), final_endpoint="Conv3d_1a_7x7")
+        forward.tf_forward(variables, random_clip(SMALL), final_endpoint="Conv3d_1a_7x7")
 
 
 def test_argument_errors(rgb_vars):
     clip = random_clip(SMALL)
     with pytest.raises(ValueError, match="Mixed_5c"):  # Logits need a 7x7 Mixed_5c map
-        R.tf_forward(rgb_vars, clip)
+        forward.tf_forward(rgb_vars, clip)
     with pytest.raises(ValueError, match="dtype"):
-        R.tf_forward(rgb_vars, clip, dtype="float16", final_endpoint="Conv3d_1a_7x7")
+        forward.tf_forward(rgb_vars, clip, dtype="float16", final_endpoint="Conv3d_1a_7x7")
     with pytest.raises(ValueError, match="device"):
-        R.tf_forward(rgb_vars, clip, device="tpu", final_endpoint="Conv3d_1a_7x7")
+        forward.tf_forward(rgb_vars, clip, device="tpu", final_endpoint="Conv3d_1a_7x7")
     with pytest.raises(ValueError, match="final_endpoint"):
-        R.tf_forward(rgb_vars, clip, final_endpoint="Predictions")
+        forward.tf_forward(rgb_vars, clip, final_endpoint="Predictions")
     with pytest.raises(ValueError, match="clip"):
-        R.tf_forward(rgb_vars, clip[0], final_endpoint="Conv3d_1a_7x7")
+        forward.tf_forward(rgb_vars, clip[0], final_endpoint="Conv3d_1a_7x7")
 
 
 def test_tf32_setting_is_restored(rgb_vars):
     before = tf.config.experimental.tensor_float_32_execution_enabled()
-    R.tf_forward(rgb_vars, random_clip(SMALL), final_endpoint="Conv3d_1a_7x7", allow_tf32=not before)
+    forward.tf_forward(rgb_vars, random_clip(SMALL), final_endpoint="Conv3d_1a_7x7", allow_tf32=not before)
     assert tf.config.experimental.tensor_float_32_execution_enabled() == before
 
 
 @needs_sonnet
 def test_sonnet_load_is_strict_and_atomic(rgb_vars):
-    module = R.SonnetI3D()
+    module = sonnet.SonnetI3D()
     module.build(3, "float64")
     w = module.Conv3d_1a_7x7.conv3d.w
     before = w.numpy().copy()
@@ -392,9 +393,9 @@ def test_sonnet_load_is_strict_and_atomic(rgb_vars):
 
 @needs_sonnet
 def test_tf2_checkpoint_names_and_round_trip(rgb_vars, tmp_path):
-    module = R.SonnetI3D.from_tf1_variables(rgb_vars, dtype="float32")
-    path = R.save_tf2_checkpoint(module, str(tmp_path / "model.ckpt"))
-    shapes = R.tf2_checkpoint_shapes(path)
+    module = sonnet.SonnetI3D.from_tf1_variables(rgb_vars, dtype="float32")
+    path = tf_checkpoint.save_tf2_checkpoint(module, str(tmp_path / "model.ckpt"))
+    shapes = tf_checkpoint.tf2_checkpoint_shapes(path)
     suffix = "/.ATTRIBUTES/VARIABLE_VALUE"
     expected = {
         "model/Logits/logits/conv3d/w": (1, 1, 1, 1024, 400),
@@ -415,7 +416,7 @@ def test_tf2_checkpoint_names_and_round_trip(rgb_vars, tmp_path):
     assert len(shapes) == 57 * 9 + 2 + 2 + 1
     assert not any("branch_3/branch_a" in n for n in shapes)
 
-    fresh = R.SonnetI3D()
+    fresh = sonnet.SonnetI3D()
     fresh.build(3, "float32")
     tf.train.Checkpoint(model=fresh).read(path).assert_consumed()
     clip = tf.constant(random_clip(SMALL), tf.float32)
@@ -442,9 +443,9 @@ def test_import_i3d_convert_does_not_import_tensorflow():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torchvision") is None, reason="torchvision is not installed")
-def test_torchvision_and_timm_import_after_tf_reference():
+def test_torchvision_and_timm_import_after_the_reference_imports_tensorflow():
     extra = "import timm\n" if importlib.util.find_spec("timm") is not None else ""
-    code = ("import i3d_convert.reference.tf_reference as r\nimport torchvision\n" + extra
+    code = ("import i3d_convert.reference.tf_runtime as r\nimport torchvision\n" + extra
             + "print(r.tf.reduce_sum(r.tf.ones([3])).numpy())\n")
     result = run_python(code)
     assert result.returncode == 0, f"rc={result.returncode}\n{result.stderr[-2000:]}"
@@ -457,7 +458,7 @@ def test_tensorflow_imported_first_warns_instead_of_crashing():
     code = ("import warnings, tensorflow\n"
             "with warnings.catch_warnings(record=True) as caught:\n"
             "    warnings.simplefilter('always')\n"
-            "    import i3d_convert.reference.tf_reference\n"
+            "    import i3d_convert.reference.tf_runtime\n"
             "print(any('before tensorflow' in str(w.message) for w in caught))\n")
     result = run_python(code)
     assert result.returncode == 0, f"rc={result.returncode}\n{result.stderr[-2000:]}"
@@ -467,9 +468,9 @@ def test_tensorflow_imported_first_warns_instead_of_crashing():
 @pytest.mark.skipif(not tf.config.list_physical_devices("GPU"), reason="TensorFlow sees no GPU")
 def test_gpu_matches_cpu(rgb_vars):
     clip = random_clip((1, 9, 224, 224, 3), seed=10)
-    cpu = R.tf_forward(rgb_vars, clip, dtype="float64")
-    gpu = R.tf_forward(rgb_vars, clip, dtype="float64", device="gpu")
-    gpu32 = R.tf_forward(rgb_vars, clip, dtype="float32", device="gpu", allow_tf32=False)
+    cpu = forward.tf_forward(rgb_vars, clip, dtype="float64")
+    gpu = forward.tf_forward(rgb_vars, clip, dtype="float64", device="gpu")
+    gpu32 = forward.tf_forward(rgb_vars, clip, dtype="float32", device="gpu", allow_tf32=False)
     for name in cpu:
         assert rel_l2(gpu[name], cpu[name]) <= 1e-10, name
         assert rel_l2(gpu32[name], cpu[name]) <= 1e-4, name
@@ -497,3 +498,18 @@ def test_timm_registration_after_tensorflow_is_a_clear_error_not_a_crash():
                           env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "refused:" in proc.stdout and "before tensorflow" in proc.stdout
+
+
+def test_tensorflow_reads_checkpoints_it_wrote_and_names_files_it_cannot(tmp_path):
+    arrays = {"a/w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([1.5, -2.0], np.float64)}
+    names = sorted(arrays)
+    tf.raw_ops.SaveV2(prefix=str(tmp_path / "ck"), tensor_names=names, shape_and_slices=[""] * len(names),
+                      tensors=[tf.constant(arrays[n]) for n in names])
+    for spelling in (tmp_path / "ck", str(tmp_path / "ck") + ".index"):
+        got = tf_checkpoint.read_checkpoint_with_tensorflow(spelling)
+        assert sorted(got) == names
+        for name in names:
+            assert got[name].dtype == arrays[name].dtype and np.array_equal(got[name], arrays[name]), name
+    (tmp_path / "junk.index").write_bytes(b"not a table")
+    with pytest.raises(CheckpointFormatError, match="junk"):
+        tf_checkpoint.read_checkpoint_with_tensorflow(tmp_path / "junk")

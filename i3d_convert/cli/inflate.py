@@ -1,6 +1,6 @@
 """``i3d-inflate``: 2D ImageNet weights -> I3D (or any inflated 2D CNN) weights, from the command line.
 
-A thin layer over :func:`i3d_convert.inflation.inflate.inflate_to_file`. Every
+A thin layer over :func:`i3d_convert.inflation.api.inflate_to_file`. Every
 :class:`~i3d_convert.errors.I3DConvertError` is caught once, in :func:`main`, and
 printed as one line on stderr with exit code 1 (``--debug`` or
 ``I3D_CONVERT_DEBUG=1`` shows the traceback instead); nothing is written then.
@@ -19,10 +19,10 @@ import typer
 
 PROG = "i3d-inflate"
 
+from i3d_convert.cli.output import APP_SETTINGS, make_console
+
 app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
+    **APP_SETTINGS,
     help="Inflate 2D ImageNet CNN weights into 3D video-network weights (I3D's bootstrapping).",
 )
 
@@ -52,19 +52,25 @@ def inflate_command(
     ),
     fmt: Optional[str] = typer.Option(None, "--format", help="safetensors (default) or pt; default from the suffix."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+    allow_non_finite: bool = typer.Option(False, "--allow-non-finite",
+                                          help="Write weights with NaN or inf values (with a warning) instead of failing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
 ) -> None:
     """Inflate a 2D checkpoint into 3D weights; the output loads into InceptionI3d with strict=True."""
-    from i3d_convert.inflation.inflate import inflate_to_file
+    from i3d_convert.cli.app import non_finite_tensors, refuse_or_warn_non_finite
+    from i3d_convert.conversion.tf_to_torch import output_format, save_state_dict
+    from i3d_convert.inflation.api import inflate
+    from i3d_convert.io.atomic import check_output_path
 
     start = time.perf_counter()
-    result = inflate_to_file(
-        source, output, fmt=fmt, overwrite=overwrite, source_format=source_format, mode=mode,
-        in_channels=in_channels, num_classes=num_classes, reinit_logits=reinit_logits, seed=seed,
-        time_kernel=time_kernel,
-    )
+    output_format(output, fmt)
+    check_output_path(output, overwrite, inputs=[source])
+    result = inflate(source, source_format=source_format, mode=mode, in_channels=in_channels,
+                     num_classes=num_classes, reinit_logits=reinit_logits, seed=seed, time_kernel=time_kernel)
+    refuse_or_warn_non_finite(non_finite_tensors(result.state_dict), source, allow_non_finite)
+    save_state_dict(result.state_dict, output, result.metadata, fmt=fmt, overwrite=overwrite)
     seconds = time.perf_counter() - start
     if as_json:
         summary = {
@@ -81,9 +87,7 @@ def inflate_command(
         }
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     elif not quiet:
-        from rich.console import Console
-
-        console = Console(highlight=False, soft_wrap=True)
+        console = make_console()
         console.print(
             f"wrote {output}: {len(result.state_dict)} tensors from {result.source_format} {source}, mode {mode}, "
             f"{result.in_channels} input channels, {result.num_classes} classes, {seconds:.2f} s"

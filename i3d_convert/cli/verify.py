@@ -9,6 +9,7 @@ report from the PyTorch model. TensorFlow is imported only by ``verify``.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -23,14 +24,13 @@ def _fmt(value: Optional[float], digits: int = 3) -> str:
 
 
 def print_report(report, console) -> None:
-    """Render a :class:`~i3d_convert.verification.verify.VerifyReport` with rich."""
-    from rich.table import Table
+    """Render a :class:`~i3d_convert.verification.verify.VerifyReport` with rich (plain lines when piped)."""
+    from i3d_convert.cli.output import print_table
 
     title = (f"PyTorch ({report.layout}, torch on {report.devices['torch']}) vs TensorFlow "
              f"(on {report.devices['tensorflow']}), {report.dtype}, clip {report.input['shape_nthwc']} NTHWC")
-    table = Table(title=title, title_justify="left")
-    for column in ("endpoint", "max |diff|", "rel L2", "cosine", "floor (TF f32 vs f64)", "allowed rel L2", ""):
-        table.add_column(column, justify="left" if column in ("endpoint", "") else "right")
+    columns = ("endpoint", "max |diff|", "rel L2", "cosine", "floor (TF f32 vs f64)", "allowed rel L2", "")
+    rows = []
     for row in report.rows:
         mark = "ok" if row.passed else "[bold red]FAIL[/]"
         if row.name == report.first_diverging:
@@ -40,9 +40,9 @@ def print_report(report, console) -> None:
         allowed = _fmt(row.allowed_rel_l2, 1) if row.problem is None else "-"
         if row.allowed_max_abs is not None:
             allowed += f" (max|d| {row.allowed_max_abs:g})"
-        table.add_row(row.name, _fmt(row.max_abs), _fmt(row.rel_l2), f"{row.cosine:.9f}", _fmt(row.floor),
-                      allowed, mark)
-    console.print(table)
+        rows.append([row.name, _fmt(row.max_abs), _fmt(row.rel_l2), f"{row.cosine:.9f}", _fmt(row.floor),
+                     allowed, mark])
+    print_table(console, title, columns, rows, right_aligned=columns[1:-1])
     for row in report.rows:
         if row.problem:
             console.print(f"{row.name}: not comparable: {row.problem}")
@@ -60,13 +60,10 @@ def print_report(report, console) -> None:
     for note in report.notes:
         console.print(f"note: {note}")
     if report.audit:
-        audit = Table(title="cause search: PyTorch side re-run with settings reset to DeepMind's", title_justify="left")
-        for column in ("reset", "bn eps", "padding", "logits rel L2", "first divergence", "verdict"):
-            audit.add_column(column)
-        for v in report.audit:
-            audit.add_row(", ".join(v.reset), f"{v.settings['bn_eps']:g}", v.settings["pad"], _fmt(v.logits_rel_l2),
-                          v.first_diverging or "-", "pass" if v.passed else "fail")
-        console.print(audit)
+        print_table(console, "cause search: PyTorch side re-run with settings reset to DeepMind's",
+                    ("reset", "bn eps", "padding", "logits rel L2", "first divergence", "verdict"),
+                    ([", ".join(v.reset), f"{v.settings['bn_eps']:g}", v.settings["pad"], _fmt(v.logits_rel_l2),
+                      v.first_diverging or "-", "pass" if v.passed else "fail"] for v in report.audit))
     if report.cause:
         console.print(f"cause: {report.cause}")
     seconds = report.timings.get("total", 0.0)
@@ -74,6 +71,28 @@ def print_report(report, console) -> None:
         console.print(f"[bold green]PASS[/]: every endpoint within tolerance ({seconds:.1f} s)")
     else:
         console.print(f"[bold red]FAIL[/]: first diverging endpoint {report.first_diverging} ({seconds:.1f} s)")
+
+
+def _refuse_non_finite_inputs(checkpoint: Optional[Path], torch_file: Optional[Path], allow: bool) -> None:
+    """Refuse (or warn about) NaN/inf weights in the given files before TensorFlow and PyTorch are run."""
+    import numpy as np
+
+    from i3d_convert.cli.app import non_finite_tensors, refuse_or_warn_non_finite
+
+    if torch_file is not None:
+        from i3d_convert.conversion.tf_to_torch import load_state_dict_file
+
+        refuse_or_warn_non_finite(non_finite_tensors(load_state_dict_file(torch_file)), torch_file, allow)
+    if checkpoint is not None:
+        from i3d_convert.io.checkpoint_reader import load_tf_checkpoint
+
+        try:
+            arrays = load_tf_checkpoint(checkpoint)
+        except I3DConvertError:  # not a TF1 bundle (e.g. object-based): verify reads and reports it
+            return
+        bad = [name for name, a in arrays.items()
+               if getattr(a, "dtype", None) is not None and a.dtype.kind == "f" and not np.isfinite(a).all()]
+        refuse_or_warn_non_finite(bad, checkpoint, allow)
 
 
 def register(app: typer.Typer) -> None:
@@ -108,16 +127,24 @@ def register(app: typer.Typer) -> None:
         json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
         plot_path: Optional[Path] = typer.Option(None, "--plot", help="Write a log-scale error plot here (.png/.svg/.pdf)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the verdict line."),
+        allow_non_finite: bool = typer.Option(False, "--allow-non-finite",
+                                              help="Compare weights with NaN or inf values (with a warning) instead of failing."),
     ) -> None:
         """Run PyTorch and TensorFlow on one clip and compare every endpoint; exit 1 when they diverge."""
-        import os
-
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not the report
+        from i3d_convert.cli.output import import_tensorflow_quietly
         from i3d_convert.verification.verify import plot_report, verify
 
+        from i3d_convert.io.atomic import check_output_path
+
+        inputs = [p for p in (checkpoint, torch_file, clip) if p is not None]
         for path, what in ((json_path, "--json"), (plot_path, "--plot")):
-            if path is not None and not path.parent.is_dir():
-                raise I3DConvertError(f"{what}: output folder does not exist", path.parent)
+            if path is not None:
+                try:
+                    check_output_path(path, overwrite=True, inputs=inputs)
+                except I3DConvertError as exc:
+                    raise I3DConvertError(f"{what}: {exc.problem}", exc.path) from None
+        _refuse_non_finite_inputs(checkpoint, torch_file, allow_non_finite)
+        import_tensorflow_quietly()  # TensorFlow's start-up chatter is not the report
         report = verify(checkpoint, torch_weights=torch_file, layout=layout, clip=clip, frames=frames,
                         device=device, dtype=dtype, atol=atol, rtol=rtol, bn_eps=tf_bn_eps,
                         torch_bn_eps=bn_eps, pad=pad, allow_tf32=allow_tf32, tf_device=tf_device, seed=seed)
@@ -131,7 +158,10 @@ def register(app: typer.Typer) -> None:
         else:
             from rich.console import Console
 
-            print_report(report, Console(highlight=False, width=max(120, Console().width)))
+            from i3d_convert.cli.output import is_terminal, make_console
+
+            print_report(report, Console(highlight=False, width=max(120, Console().width)) if is_terminal()
+                         else make_console())
         raise typer.Exit(report.exit_code)
 
     @app.command("evaluate-sample")
@@ -164,12 +194,16 @@ def register(app: typer.Typer) -> None:
                                                          "DeepMind's real checkpoints and samples)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON (norm of logits, top classes, files) instead."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No provenance lines on stderr."),
+        allow_non_finite: bool = typer.Option(False, "--allow-non-finite",
+                                              help="Print the report of weights with NaN or inf values (with a warning) "
+                                                   "instead of failing."),
     ) -> None:
         """Print DeepMind's evaluate_sample.py report (norm of logits, top-20 classes) from the PyTorch model."""
         import json
 
         import numpy as np
 
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # in case a weights reader loads TensorFlow
         from i3d_convert.verification.evaluate_sample import compare_reports, evaluate_sample
         from i3d_convert.verification.sample_report import parse_report
 
@@ -184,6 +218,12 @@ def register(app: typer.Typer) -> None:
         result = evaluate_sample(eval_type, imagenet_pretrained, samples_dir=samples_dir,
                                  checkpoint_dir=checkpoint_dir, weights=weights, clip=clip, frames=frames,
                                  bn_eps=bn_eps, top_k=top_k, device=device)
+        if not np.isfinite(result.logits).all():
+            source = weights or ", ".join(str(p) for p in result.checkpoints.values())
+            if not allow_non_finite:
+                raise I3DConvertError("the model's logits are NaN or inf (its weights hold NaN or inf values); "
+                                      "pass --allow-non-finite to print the report anyway", source)
+            sys.stderr.write(f"warning: {source}: the model's logits are NaN or inf; the report is not meaningful\n")
         report = parse_report(result.text)
         if as_json:
             sys.stdout.write(json.dumps({

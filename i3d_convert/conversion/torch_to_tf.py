@@ -5,7 +5,7 @@ The inverse of tf-to-torch, through the same table
 ``[kT, kH, kW, in, out]``, batch-norm vectors to ``[C]`` (or ``[1,1,1,1,C]``,
 the kin600 layout), names get the scope (``RGB/inception_i3d/`` by default).
 The files are written by the package's own TensorBundle writer
-(:func:`i3d_convert.io.tensorbundle.write_checkpoint`; no TensorFlow needed,
+(:func:`i3d_convert.io.bundle_writer.write_checkpoint`; no TensorFlow needed,
 crc32c filled in), so ``tf.train.load_checkpoint(prefix)``, a TF1
 ``tf.train.Saver`` built by DeepMind's ``i3d.py``, or tf-to-torch read them.
 tf -> torch -> tf reproduces the original tensors bit for bit.
@@ -23,10 +23,12 @@ import torch
 
 from i3d_convert import architecture as arch
 from i3d_convert.io.atomic import check_output_path
+from i3d_convert.conversion.sources import check_finite
 from i3d_convert.errors import I3DConvertError, MappingError
 from i3d_convert.names.layouts import from_layout
 from i3d_convert.names.tf1 import KNOWN_SCOPES, torch_to_tf_arrays
-from i3d_convert.io.tensorbundle import data_path_for, index_path_for, write_checkpoint
+from i3d_convert.io.bundle_format import data_path_for, index_path_for
+from i3d_convert.io.bundle_writer import write_checkpoint
 
 PathLike = Union[str, "os.PathLike[str]"]
 StateDictLike = Union[Mapping[str, "torch.Tensor | np.ndarray"], PathLike]
@@ -66,22 +68,20 @@ def _as_numpy(value: "torch.Tensor | np.ndarray", key: str) -> np.ndarray:
     raise MappingError(f"state_dict value {key!r} is a {type(value).__name__}, not a tensor")
 
 
-def _load_state_dict(source: StateDictLike, layout: str) -> Tuple[Dict[str, np.ndarray], str]:
-    if isinstance(source, (str, os.PathLike)):
-        from i3d_convert.conversion.tf_to_torch import load_state_dict_file
+def _load_state_dict(source: StateDictLike, layout: str, allow_non_finite: bool) -> Tuple[Dict[str, np.ndarray], str]:
+    if isinstance(source, (str, os.PathLike)):  # any weights file, through the package's one loader
+        from i3d_convert.conversion.weights import load_weights
 
-        where = os.fspath(source)
-        state = load_state_dict_file(source)
-    else:
-        where = "state_dict"
-        state = source
+        return ({key: _as_numpy(value, key) for key, value in
+                 load_weights(source, allow_non_finite=allow_non_finite).state_dict.items()}, os.fspath(source))
+    state = source
     if layout != "native":
         tensors = {k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.asarray(v)) for k, v in state.items()}
-        try:
-            state = from_layout(tensors, layout)
-        except MappingError as exc:
-            raise MappingError(exc.problem, where) from None
-    return {key: _as_numpy(value, key) for key, value in state.items()}, where
+        state = from_layout(tensors, layout)
+    arrays = {key: _as_numpy(value, key) for key, value in state.items()}
+    check_finite({k: torch.from_numpy(np.asarray(a)) for k, a in arrays.items() if a.dtype.kind == "f"},
+                 allow_non_finite=allow_non_finite)
+    return arrays, "state_dict"
 
 
 def export_to_tf(
@@ -93,17 +93,20 @@ def export_to_tf(
     overwrite: bool = False,
     layout: str = "native",
     dtype: str = "float32",
+    allow_non_finite: bool = False,
 ) -> ExportResult:
-    """Write ``state_dict`` (a mapping or a ``.safetensors``/``.pt`` file) as a TF1 checkpoint at ``prefix``.
+    """Write ``state_dict`` (a mapping, or any weights file
+    :func:`~i3d_convert.conversion.weights.load_weights` reads) as a TF1 checkpoint at ``prefix``.
 
     ``prefix`` is ``DIR/model.ckpt``; ``DIR/model.ckpt.index`` and
     ``DIR/model.ckpt.data-00000-of-00001`` are written (atomically, data
     first), and neither may exist unless ``overwrite``. ``scope`` is put in
     front of every name (``"RGB/inception_i3d/"``, ``"Flow/inception_i3d/"``
-    or ``""``); the RGB/Flow scopes require 3/2 input channels. ``layout``:
-    ``native`` (:class:`InceptionI3d` keys) or ``piergiaj`` (a non-trivial
-    batch-norm scale is folded exactly into the conv, since DeepMind's graph
-    has none). ``dtype="float32"`` (DeepMind's dtype; exact for float16/
+    or ``""``); the RGB/Flow scopes require 3/2 input channels. ``layout`` of
+    a mapping (a file's is recognised): ``native`` (:class:`InceptionI3d` keys)
+    or ``piergiaj`` (a non-trivial batch-norm scale is folded exactly into the
+    conv, since DeepMind's graph has none). NaN/inf weights are an error
+    unless ``allow_non_finite`` (then a warning). ``dtype="float32"`` (DeepMind's dtype; exact for float16/
     bfloat16 sources, rounds float64) or ``"keep"``.
     """
     if scope and not scope.endswith("/"):
@@ -113,7 +116,7 @@ def export_to_tf(
     index_file, data_file = output_files(prefix)
     for path in (index_file, data_file):
         check_output_path(path, overwrite)
-    arrays, where = _load_state_dict(state_dict, layout)
+    arrays, where = _load_state_dict(state_dict, layout, allow_non_finite)
     tf_arrays = torch_to_tf_arrays(arrays, scope=scope, bn_shape_5d=bn_shape_5d, path=where)
     stem = tf_arrays[f"{scope}Conv3d_1a_7x7/{arch.TF_CONV_SCOPE}/w"]
     logits = tf_arrays[f"{scope}{arch.LOGITS_NAME}/{arch.LOGITS_CONV_NAME}/{arch.TF_CONV_SCOPE}/w"]

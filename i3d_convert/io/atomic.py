@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import secrets
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, List
 
 from i3d_convert.errors import OutputExistsError, I3DConvertError
 
@@ -48,39 +49,98 @@ def remove_stale_temporaries(path: Path) -> int:
     return removed
 
 
-def check_output_path(path: "str | os.PathLike[str]", overwrite: bool = False) -> Path:
-    """Fail early (before any work) if ``path`` exists and may not be overwritten, or its folder is missing."""
+def _input_files(source: Path) -> List[Path]:
+    """The files an input argument stands for: itself, a folder's files, or a checkpoint prefix's files."""
+    if source.is_file():
+        return [source]
+    if source.is_dir():
+        return [child for child in source.iterdir() if child.is_file()]
+    return [child for child in source.parent.glob(f"{glob.escape(source.name)}.*") if child.is_file()]
+
+
+def _is_an_input(path: Path, inputs: Iterable["str | os.PathLike[str]"]) -> bool:
+    if not path.exists():
+        return False
+    for source in inputs:
+        for candidate in _input_files(Path(source)):
+            with contextlib.suppress(OSError):
+                if os.path.samefile(candidate, path):
+                    return True
+    return False
+
+
+def _probe_writable(folder: Path, path: Path) -> None:
+    """Create and remove a temporary file in ``folder``: the only test of writability that holds for root too."""
+    probe = _temporary_name(path)
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except OSError as exc:
+        raise I3DConvertError(f"cannot write in this folder ({exc.strerror})", folder) from None
+    os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        probe.unlink()
+
+
+def check_output_path(path: "str | os.PathLike[str]", overwrite: bool = False,
+                      inputs: Iterable["str | os.PathLike[str]"] = ()) -> Path:
+    """Fail early (before any work) unless ``path`` can be written.
+
+    Refused: an existing file without ``overwrite``; a folder; a missing or
+    unwritable parent folder (or one that is a file); a file that is one of
+    ``inputs`` (the command's own input files, checkpoint prefixes and folders
+    included; symlinks and hard links are the same file).
+    """
     path = Path(path)
+    if path.is_dir():
+        raise I3DConvertError("output path is a folder; give a file name", path)
+    if _is_an_input(path, inputs):
+        raise I3DConvertError("output would overwrite one of this command's own inputs", path)
     if path.exists() and not overwrite:
         raise OutputExistsError("output exists; pass --overwrite to replace it", path)
+    if path.parent.exists() and not path.parent.is_dir():
+        raise I3DConvertError("output folder is a file, not a folder", path.parent)
     if not path.parent.is_dir():
         raise I3DConvertError("output folder does not exist", path.parent)
+    _probe_writable(path.parent, path)
     return path
 
 
 @contextlib.contextmanager
-def atomic_output(path: "str | os.PathLike[str]", overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it becomes ``path``, on any exception it is removed."""
-    path = check_output_path(path, overwrite)
+def atomic_output(path: "str | os.PathLike[str]", overwrite: bool = False,
+                  inputs: Iterable["str | os.PathLike[str]"] = ()) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it becomes ``path``, on any exception it is removed.
+
+    ``path`` is checked first (:func:`check_output_path`); an ``OSError`` while
+    writing or moving into place (disk full, read-only file system) becomes an
+    :class:`I3DConvertError` naming ``path``.
+    """
+    path = check_output_path(path, overwrite, inputs)
     remove_stale_temporaries(path)
     tmp = _temporary_name(path)
     try:
-        yield tmp
-        if not tmp.exists():
-            raise I3DConvertError("nothing was written", path)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise OutputExistsError("output exists; pass --overwrite to replace it", path) from None
-            except OSError as exc:  # file systems without hard links
-                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
-                    raise
-                if path.exists():
-                    raise OutputExistsError("output exists; pass --overwrite to replace it", path) from None
-                os.replace(tmp, path)
+        try:
+            yield tmp
+            if not tmp.exists():
+                raise I3DConvertError("nothing was written", path)
+            _move_into_place(tmp, path, overwrite)
+        except OSError as exc:
+            raise I3DConvertError(f"cannot write ({exc.strerror or exc})", path) from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise OutputExistsError("output exists; pass --overwrite to replace it", path) from None
+    except OSError as exc:  # file systems without hard links
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        if path.exists():
+            raise OutputExistsError("output exists; pass --overwrite to replace it", path) from None
+        os.replace(tmp, path)

@@ -11,7 +11,7 @@ Values come from ``tensor_content`` or from the typed repeated fields
 (``float_val``, ``int_val``, ``half_val``, ...; packed or not). A single packed
 run of float/double values or a ``tensor_content`` is returned as a zero-copy
 view of the memory-mapped file; other encodings are decoded into new arrays.
-Used through :class:`i3d_convert.io.tensorbundle.CheckpointReader`.
+Used through :class:`i3d_convert.io.checkpoint_reader.CheckpointReader`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 
 from i3d_convert.io import protowire as wire
 from i3d_convert.errors import CheckpointFormatError
-from i3d_convert.io.tensorbundle import (
+from i3d_convert.io.bundle_format import (
     DTYPES,
     TensorEntry,
     check_readable,

@@ -7,7 +7,7 @@ which is exactly the 2D network DeepMind inflated (slim's 3x3 "5x5" branch,
 (the odd pixel after), max pools never let a padded position win, batch norm has
 no scale by default (slim's ``scale=False``) and eps 1e-3.
 
-Module names mirror slim's scopes (:func:`i3d_convert.inflation.inflate.slim_name`), so
+Module names mirror slim's scopes (:func:`i3d_convert.names.slim.slim_name`), so
 ``Mixed_3b/Branch_1/Conv2d_0b_3x3/weights`` is ``Mixed_3b.Branch_1.Conv2d_0b_3x3.conv.weight``
 (OIHW here, HWIO in slim). Input NCHW in [-1, 1].
 
@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from i3d_convert import architecture as arch
+from i3d_convert.models.endpoints import run_endpoints
 from i3d_convert.names.slim import SLIM_SCOPE, slim_name
 
 Pair = Tuple[int, int]
@@ -169,15 +170,8 @@ class GoogLeNet2d(nn.Module):
         self.add_module(arch.LOGITS_NAME, Logits2D(channels, num_classes, dropout))
 
     def forward_endpoints(self, x: torch.Tensor, endpoints: Optional[Iterable[str]] = None) -> Dict[str, torch.Tensor]:
-        wanted = set(self.endpoint_names if endpoints is None else endpoints)
-        out: Dict[str, torch.Tensor] = {}
-        for name in self.endpoint_names:
-            x = getattr(self, name)(x)
-            if name in wanted:
-                out[name] = x
-                if len(out) == len(wanted):
-                    break
-        return out
+        """``{name: activation}`` (NCHW; ``Logits`` ``[B, num_classes]``) up to the last requested endpoint."""
+        return run_endpoints(self, self.endpoint_names, x, endpoints)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_endpoints(x, [arch.LOGITS_NAME])[arch.LOGITS_NAME]

@@ -17,6 +17,7 @@ from torch import nn
 
 from i3d_convert import architecture as arch
 from i3d_convert.architecture import Triple
+from i3d_convert.models.endpoints import run_endpoints
 
 
 def _same_pads(sizes: Sequence[int], kernel: Triple, stride: Triple) -> List[Tuple[int, int]]:
@@ -329,21 +330,14 @@ class InceptionI3d(nn.Module):
         Activations are NCTHW; ``Logits`` is ``[B, num_classes]``. With
         ``endpoints=None`` every endpoint the model has is returned.
         """
-        wanted = set(self.endpoint_names if endpoints is None else endpoints)
-        unknown = wanted - set(self.endpoint_names)
-        if unknown:
+        endpoints = None if endpoints is None else list(endpoints)
+        unknown = set(endpoints or ()) - set(self.endpoint_names)
+        if unknown:  # before the input checks: a wrong name is the first thing to report
             raise ValueError(f"unknown or unbuilt endpoints {sorted(unknown)}; this model has {self.endpoint_names}")
         self._check_input(x)
         if not self.training and not torch.is_grad_enabled():
             x = x.contiguous(memory_format=torch.channels_last_3d)
-        out: Dict[str, torch.Tensor] = {}
-        for name in self.endpoint_names:
-            x = getattr(self, name)(x)
-            if name in wanted:
-                out[name] = x
-                if len(out) == len(wanted):
-                    break
-        return out
+        return run_endpoints(self, self.endpoint_names, x, endpoints)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Mixed_5c activation, ``[B, 1024, T/8, H/32, W/32]``."""

@@ -110,17 +110,21 @@ LAYOUTS: Dict[str, Callable[[Mapping[str, torch.Tensor]], "OrderedDict[str, torc
 FROM_LAYOUTS = {"piergiaj": piergiaj_to_native}
 
 
-def to_layout(state_dict: Mapping[str, torch.Tensor], layout: str) -> "OrderedDict[str, torch.Tensor]":
+def _convert(state_dict: Mapping[str, torch.Tensor], layout: str,
+             converters: Mapping[str, Callable[[Mapping[str, torch.Tensor]], "OrderedDict[str, torch.Tensor]"]],
+             ) -> "OrderedDict[str, torch.Tensor]":
     if layout == "native":
         return OrderedDict(state_dict)
-    if layout not in LAYOUTS:
-        raise MappingError(f"unknown layout {layout!r}; known: native, {', '.join(LAYOUTS)}")
-    return LAYOUTS[layout](state_dict)
+    if layout not in converters:
+        raise MappingError(f"unknown layout {layout!r}; known: native, {', '.join(converters)}")
+    return converters[layout](state_dict)
+
+
+def to_layout(state_dict: Mapping[str, torch.Tensor], layout: str) -> "OrderedDict[str, torch.Tensor]":
+    """A native state_dict in ``layout``'s keys and shapes (``"native"``: unchanged)."""
+    return _convert(state_dict, layout, LAYOUTS)
 
 
 def from_layout(state_dict: Mapping[str, torch.Tensor], layout: str) -> "OrderedDict[str, torch.Tensor]":
-    if layout == "native":
-        return OrderedDict(state_dict)
-    if layout not in FROM_LAYOUTS:
-        raise MappingError(f"unknown layout {layout!r}; known: native, {', '.join(FROM_LAYOUTS)}")
-    return FROM_LAYOUTS[layout](state_dict)
+    """A state_dict in ``layout``'s keys and shapes as a native one (``"native"``: unchanged)."""
+    return _convert(state_dict, layout, FROM_LAYOUTS)

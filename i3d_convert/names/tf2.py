@@ -37,7 +37,7 @@ carry no information for inference are skipped, each with its reason:
   :data:`i3d_convert.names.tf1.SKIP_PATTERNS` rules).
 
 No TensorFlow is needed: the arrays come from
-:class:`~i3d_convert.io.tensorbundle.CheckpointReader`.
+:class:`~i3d_convert.io.checkpoint_reader.CheckpointReader`.
 """
 
 from __future__ import annotations

