@@ -142,7 +142,7 @@ def test_rerun_skips_up_to_date_videos_and_recomputes_changed_ones(first_run, vi
 def test_two_streams_write_rgb_flow_and_joint_logits(video_folder, weights, tmp_path):
     from safetensors.numpy import load_file
 
-    settings = FeatureSettings(stream="both", endpoint="Logits", window=10, stride=10, batch_size=2,
+    settings = FeatureSettings(stream="both", endpoint="Logits", window=9, stride=9, batch_size=2,
                                decode=DecodeOptions(fps=25, resize_shorter=240, crop=224, max_frames=10))
     run_job(video_folder / "a" / "clip1.mp4", tmp_path / "out", weights, settings=settings)
     arrays = load_file(str(tmp_path / "out" / "clip1.mp4.safetensors"))
@@ -150,17 +150,20 @@ def test_two_streams_write_rgb_flow_and_joint_logits(video_folder, weights, tmp_
     np.testing.assert_array_equal(arrays["joint"], arrays["rgb"] + arrays["flow"])
     frames = decode(video_folder / "a" / "clip1.mp4", settings.decode)
     flow = flow_input(frames, settings.flow)
-    assert flow.shape == (10, 224, 224, 2) and -1 <= flow.min() and flow.max() <= 1
+    assert flow.shape == (9, 224, 224, 2) and -1 <= flow.min() and flow.max() <= 1
     model = i3d("flow_imagenet", weights=weights["flow"])
-    expected = extract_features(model, flow, endpoint="Logits", window=10, stride=10).features
+    expected = extract_features(model, flow, endpoint="Logits", window=9, stride=9).features
     assert difference(arrays["flow"], expected).rel_l2 <= 1e-6
+    rgb_model = i3d("rgb_imagenet", weights=weights["rgb"])
+    rgb_expected = extract_features(rgb_model, rgb_input(frames[:9]), endpoint="Logits", window=9, stride=9).features
+    assert difference(arrays["rgb"], rgb_expected).rel_l2 <= 1e-6  # RGB frames 0..8: the 9 flows' first frames
 
 
 def test_a_clip_shorter_than_the_window_is_a_failure_naming_both_lengths(video_folder, weights, tmp_path):
     settings = FeatureSettings(stream="rgb", endpoint="pool", window=500, batch_size=1, decode=DECODE)
     summary = run_job(video_folder / "clip3.gif", tmp_path / "out", weights, settings=settings)
     (video, error), = summary.failures
-    assert "28 frames" in error and "window of 500" in error
+    assert "28 frames" in error and "window of 500" in error and "at most 28" in error
 
 
 def _cli(*args: str, env=None, **kw) -> subprocess.Popen:

@@ -123,13 +123,13 @@ def to_gray(frames: np.ndarray) -> np.ndarray:
     """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8:
-        raise TypeError(f"frames must be uint8 (0..255), got {frames.dtype}")
+        raise I3DConvertError(f"frames must be uint8 (0..255), got {frames.dtype}")
     if frames.ndim == 3:
         return np.ascontiguousarray(frames)
     if frames.ndim == 4 and frames.shape[-1] == 3:
         cv2 = _cv2()
         return np.stack([cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames])
-    raise ValueError(f"frames must be [T,H,W] or [T,H,W,3], got shape {frames.shape}")
+    raise I3DConvertError(f"frames must be [T,H,W] or [T,H,W,3], got shape {frames.shape}")
 
 
 def tvl1_flow_pair(
@@ -149,13 +149,20 @@ def tvl1_flow_pair(
     return np.asarray(flow, dtype=np.float32)
 
 
-def tvl1_flow(frames_gray_or_rgb: np.ndarray, params: Optional[TVL1Params] = None) -> np.ndarray:
+def tvl1_flow(
+    frames_gray_or_rgb: np.ndarray,
+    params: Optional[TVL1Params] = None,
+    workers: int = 1,
+) -> np.ndarray:
     """TV-L1 optical flow between consecutive frames.
 
     Args:
         frames_gray_or_rgb: uint8 ``[T, H, W]`` grayscale or ``[T, H, W, 3]`` RGB
             frames (0..255), ``T >= 2``. RGB is converted with :func:`to_gray`.
         params: TV-L1 parameters; default :class:`TVL1Params()` (OpenCV defaults).
+        workers: number of threads computing frame pairs in parallel (OpenCV's
+            TV-L1 is essentially single-threaded and releases the GIL; each thread
+            gets its own solver). The result does not depend on ``workers``.
 
     Returns:
         float32 ``[T - 1, H, W, 2]`` raw flow in pixels (unbounded), ``[..., 0]`` = x
@@ -164,11 +171,29 @@ def tvl1_flow(frames_gray_or_rgb: np.ndarray, params: Optional[TVL1Params] = Non
     """
     gray = to_gray(frames_gray_or_rgb)
     if gray.shape[0] < 2:
-        raise ValueError("need at least 2 frames to compute flow")
-    algo = (params or TVL1Params()).create()
-    out = np.empty(gray.shape + (2,), dtype=np.float32)[:-1]
-    for t in range(gray.shape[0] - 1):
-        out[t] = tvl1_flow_pair(gray[t], gray[t + 1], _algo=algo)
+        raise I3DConvertError(f"flow needs at least 2 frames, got {gray.shape[0]}")
+    params = params or TVL1Params()
+    n = gray.shape[0] - 1
+    out = np.empty((n,) + gray.shape[1:] + (2,), dtype=np.float32)
+    workers = max(1, min(int(workers), n))
+    if workers == 1:
+        algo = params.create()
+        for t in range(n):
+            out[t] = tvl1_flow_pair(gray[t], gray[t + 1], _algo=algo)
+        return out
+
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    local = threading.local()
+
+    def work(t: int) -> None:
+        if not hasattr(local, "algo"):
+            local.algo = params.create()
+        out[t] = tvl1_flow_pair(gray[t], gray[t + 1], _algo=local.algo)
+
+    with ThreadPoolExecutor(max_workers=workers) as ex:
+        list(ex.map(work, range(n)))
     return out
 
 

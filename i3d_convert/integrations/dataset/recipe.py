@@ -3,8 +3,9 @@
 RGB: frames at 25 fps, shorter side resized to 256 (bilinear), centre 224x224 crop, values
 ``u8 / 127.5 - 1`` in [-1, 1]. Flow: the same frames in grayscale, TV-L1 (OpenCV) from frame
 ``t`` to ``t + 1``, truncated to [-20, 20] and divided by 20, channels (x, y). ``T`` frames give
-``T - 1`` flow fields; the last one is repeated so that both streams have ``T`` frames and the
-same windows (what two-stream logits need). docs/features.md has the details.
+``T - 1`` flow fields, so the flow stream has ``T - 1`` frames; with both streams the RGB stream
+uses frames ``0 .. T-2`` too, as DeepMind's sample does (79 RGB frames and the 79 flows between
+80 decoded frames), so both have the same windows. docs/features.md has the details.
 """
 
 from __future__ import annotations
@@ -117,12 +118,12 @@ def rgb_input(frames: np.ndarray) -> np.ndarray:
 
 
 def flow_input(frames: np.ndarray, params) -> np.ndarray:
-    """uint8 ``[T, H, W, 3]`` -> TV-L1 flow input ``[T, H, W, 2]`` in [-1, 1] (last field repeated)."""
-    from i3d_convert.integrations.dataset.flow import flow_to_input, pad_last, tvl1_flow
+    """uint8 ``[T, H, W, 3]`` -> TV-L1 flow input ``[T - 1, H, W, 2]`` in [-1, 1] (field ``t``: frame ``t`` to ``t + 1``)."""
+    from i3d_convert.integrations.dataset.flow import flow_to_input, tvl1_flow
 
     if frames.shape[0] < 2:
         raise I3DConvertError(f"flow needs at least 2 frames, the video has {frames.shape[0]}")
-    return pad_last(flow_to_input(tvl1_flow(frames, params)), 1)
+    return flow_to_input(tvl1_flow(frames, params))
 
 
 def prepare_video(index: int, source: VideoSource, settings: FeatureSettings) -> PreparedVideo:
@@ -137,12 +138,14 @@ def prepare_video(index: int, source: VideoSource, settings: FeatureSettings) ->
         prepared.size, prepared.mtime_ns = source_stat(source.path)
         frames = decode(source.path, settings.decode)
         prepared.frames = int(frames.shape[0])
-        if prepared.frames < settings.window:
+        usable = prepared.frames - (1 if "flow" in settings.streams else 0)
+        if usable < settings.window:
             raise I3DConvertError(
-                f"the video has {prepared.frames} frames after decoding, fewer than the window of "
-                f"{settings.window}; use a window of at most {prepared.frames}")
+                f"the video has {prepared.frames} frames after decoding, {usable} usable for the "
+                f"{settings.stream} stream, fewer than the window of {settings.window}; "
+                f"use a window of at most {max(usable, 1)}")
         if "rgb" in settings.streams:
-            prepared.rgb = rgb_input(frames)
+            prepared.rgb = rgb_input(frames[:usable])
         if "flow" in settings.streams:
             prepared.flow = flow_input(frames, settings.flow)
     except (DecodeError, I3DConvertError, OSError) as exc:
