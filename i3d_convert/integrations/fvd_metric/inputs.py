@@ -19,6 +19,8 @@ import numpy as np
 
 from i3d_convert.errors import I3DConvertError
 
+from .protocols import MIN_FRAMES
+
 PathLike = Union[str, "os.PathLike[str]"]
 ARRAY_SUFFIXES = (".npy", ".npz")
 #: Declarable value ranges and the map of each onto [0, 255].
@@ -115,6 +117,8 @@ def select_clips(video: np.ndarray, index: int, options: ClipOptions, where: str
     length = total if options.frames is None else options.frames
     if total < length:
         raise I3DConvertError(f"{where}: has {total} frames, fewer than frames={length}")
+    if length < MIN_FRAMES:
+        raise I3DConvertError(f"{where}: clips of {length} frames; the FVD network needs at least {MIN_FRAMES}")
     if options.clip == "all":
         return np.stack([video[s:s + length] for s in range(0, total - length + 1, length)])
     start = 0
