@@ -261,6 +261,9 @@ def _register_commands() -> None:
 
     for module in (verify, export, features):
         module.register(app)
+    from i3d_convert.cli import fvd as fvd_commands
+
+    fvd_commands.register(app)
 
 
 _register_commands()

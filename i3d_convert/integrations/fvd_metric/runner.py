@@ -1,0 +1,143 @@
+"""FVD statistics of a whole source (array file, folder or manifest of videos), on one process or under torchrun.
+
+Videos are cut into fixed global batches of ``batch_size`` consecutive indices; rank ``r`` of
+``W`` computes batches ``r, r + W, ...`` (the batches' contents never depend on ``W``), every
+rank gathers all per-video features, and the float64 sums are accumulated in index order, one
+batch at a time. So 1 or N processes give the same stats bit for bit (with the same per-process
+thread count). Results are cached by content (the input bytes, the weights' sha256, the protocol
+and the clip options) under ``<cache>/fvd-stats/``, written atomically and checked on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from i3d_convert.errors import I3DConvertError
+from i3d_convert.integrations.dataset import distributed
+
+from .compute import FVDFeatures
+from .inputs import ClipOptions, VideoSet, select_clips
+from .protocols import get_protocol
+from .stats import STATS_FORMAT, FVDStats, load_stats, save_stats
+
+
+@dataclass(frozen=True)
+class StatsJob:
+    """What to compute: ``source`` (array ``.npy``/``.npz``, video file, folder or manifest) under
+    ``protocol`` with ``weights`` (None: the cache), clips per ``clips``; ``device``: ``auto``,
+    ``cpu``, ``cuda`` (this rank's GPU) or ``cuda:N``; ``cache``: reuse/write the content-keyed cache."""
+
+    source: Path
+    protocol: str = "reference"
+    weights: Optional[Path] = None
+    clips: ClipOptions = field(default_factory=ClipOptions)
+    input_range: Optional[str] = None
+    device: str = "auto"
+    batch_size: int = 8
+    cache: bool = True
+
+
+def cache_key(job: StatsJob, videos: VideoSet, count: int, extractor: FVDFeatures) -> str:
+    """sha256 of everything the stats depend on: input bytes, weights, protocol, clip options."""
+    recipe = {"format": STATS_FORMAT, "inputs": videos.content_sha256(count), "count": count,
+              "input_range": videos.input_range, "weights": extractor.weights["sha256"],
+              "protocol": get_protocol(job.protocol).describe(), "clips": asdict(job.clips)}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+
+def cache_path(key: str) -> Path:
+    from i3d_convert.conversion.releases import cache_dir
+
+    return cache_dir() / "fvd-stats" / f"{key}.npz"
+
+
+def _cached(key: str) -> Optional[FVDStats]:
+    path = cache_path(key)
+    if not path.is_file():
+        return None
+    try:
+        stats = load_stats(path)
+    except I3DConvertError as exc:
+        warnings.warn(f"ignoring a bad cached FVD stats file ({exc}); recomputing", stacklevel=3)
+        return None
+    if stats.metadata.get("cache_key") != key:
+        warnings.warn(f"{path}: cached stats record another key; recomputing", stacklevel=3)
+        return None
+    return stats
+
+
+def _batch_features(extractor: FVDFeatures, videos: VideoSet, indices: range,
+                    clips: ClipOptions) -> List[Tuple[np.ndarray, str]]:
+    """Per video of ``indices``: (features [K, 400] float32, "HxW"). One forward for the batch when
+    every clip has the same shape, else one per video (fixed by the batch's contents alone)."""
+    max_frames = clips.frames if clips.clip == "first" else None
+    cut = [select_clips(videos.read(i, max_frames), i, clips, videos.name(i)) for i in indices]
+    if len({c.shape[1:] for c in cut}) == 1:
+        features = extractor(np.concatenate(cut))
+        split = np.split(features, np.cumsum([len(c) for c in cut])[:-1])
+    else:
+        split = [extractor(c) for c in cut]
+    return [(f, f"{c.shape[2]}x{c.shape[3]}") for f, c in zip(split, cut)]
+
+
+def _gather(context: distributed.DistContext, mine: Dict[int, list]) -> Dict[int, list]:
+    if not context.distributed:
+        return mine
+    import torch.distributed as dist
+
+    everything: List[Optional[Dict[int, list]]] = [None] * context.world_size
+    dist.all_gather_object(everything, mine)
+    return {k: v for part in everything for k, v in (part or {}).items()}
+
+
+def compute_stats(job: StatsJob) -> FVDStats:
+    """The :class:`FVDStats` of ``job.source`` (every rank returns the same object under torchrun)."""
+    context = distributed.context_from_environment()
+    device = distributed.select_device(context, job.device)
+    distributed.start(context, device)
+    try:
+        return _compute(job, context, device)
+    finally:
+        distributed.finish(context)
+
+
+def _compute(job: StatsJob, context: distributed.DistContext, device) -> FVDStats:
+    videos = VideoSet(job.source, job.input_range)
+    count = len(videos) if job.clips.num_videos is None else job.clips.num_videos
+    if count > len(videos):
+        raise I3DConvertError(f"num_videos={count} but the source holds {len(videos)} videos", job.source)
+    if count < 2:
+        raise I3DConvertError(f"FVD needs at least 2 videos, the source holds {count}", job.source)
+    extractor = FVDFeatures(job.protocol, job.weights, device=device, batch_size=job.batch_size)
+    key = cache_key(job, videos, count, extractor) if job.cache else None
+    if key is not None:
+        cached = _cached(key)
+        if cached is not None:
+            return cached
+    batches = [range(s, min(s + job.batch_size, count)) for s in range(0, count, job.batch_size)]
+    mine = {b: _batch_features(extractor, videos, batches[b], job.clips) for b in distributed.shard(range(len(batches)), context)}
+    gathered = _gather(context, mine)
+    meta = extractor.metadata(frames=job.clips.frames, clip=job.clips.clip, seed=job.clips.seed, num_videos=count,
+                              input_range=videos.input_range, source=str(job.source), cache_key=key)
+    stats = FVDStats(metadata={**meta, "source_resolutions": []})
+    resolutions = set()
+    for b in range(len(batches)):
+        stats.update(np.concatenate([f for f, _ in gathered[b]]))
+        resolutions.update(r for _, r in gathered[b])
+    stats.metadata["source_resolutions"] = sorted(resolutions)
+    if key is not None and context.is_main:
+        path = cache_path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_stats(stats, path, overwrite=True)
+    distributed.barrier(context)
+    return stats
+
+
+__all__ = ["StatsJob", "compute_stats", "cache_key", "cache_path"]
