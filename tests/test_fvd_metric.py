@@ -173,7 +173,7 @@ def _tensorflow_fvd_features(variables, videos: np.ndarray) -> np.ndarray:
     """The reference pipeline in TensorFlow: TF1 legacy resize op, 2x/255-1, TF forward (time-mean logits)."""
     import tensorflow as tf
 
-    from i3d_convert.reference.tf_reference import tf_forward
+    from i3d_convert.reference.tf_forward import tf_forward
 
     n, t, h, w, _ = videos.shape
     resized = tf.compat.v1.image.resize_bilinear(tf.constant(videos.reshape(n * t, h, w, 3)), (224, 224),

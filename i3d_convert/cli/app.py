@@ -257,13 +257,10 @@ def _check_workdir(workdir: Path, release: str) -> None:
 
 def _register_commands() -> None:
     """Add the commands of the other ``cli`` modules (one module per job) to ``app``."""
-    from i3d_convert.cli import export, features, verify
+    from i3d_convert.cli import export, features, fvd, verify
 
-    for module in (verify, export, features):
+    for module in (verify, export, features, fvd):
         module.register(app)
-    from i3d_convert.cli import fvd as fvd_commands
-
-    fvd_commands.register(app)
 
 
 _register_commands()
