@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, Optional
+from typing import Dict, Iterator
 
 from i3d_convert.io.atomic import atomic_output
 
@@ -61,13 +61,10 @@ class PartWriter:
         self._file.close()
 
 
-def merge(outdir: Path, keep: Optional[Iterable[str]] = None) -> Path:
-    """Write ``manifest.jsonl`` from everything recorded (only videos in ``keep``, if given) and
+def merge(outdir: Path) -> Path:
+    """Write ``manifest.jsonl`` from everything recorded (the newest entry of each video) and
     remove the merged part files."""
     entries = read_entries(outdir)
-    if keep is not None:
-        wanted = set(keep)
-        entries = {k: v for k, v in entries.items() if k in wanted}
     target = outdir / MANIFEST_NAME
     with atomic_output(target, overwrite=True) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:

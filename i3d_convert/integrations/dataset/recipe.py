@@ -20,21 +20,11 @@ from typing import Optional
 import numpy as np
 
 from i3d_convert.errors import I3DConvertError
+from i3d_convert.integrations.dataset.flow import TVL1Params, flow_to_input, tvl1_flow
 from i3d_convert.integrations.dataset.sources import VideoSource
+from i3d_convert.io.video_decode import DecodeError, DecodeOptions, decode
 
 STREAMS = ("rgb", "flow", "both")
-
-
-def _decode_options_type():
-    from i3d_convert.io.video_decode import DecodeOptions
-
-    return DecodeOptions
-
-
-def _flow_params_type():
-    from i3d_convert.integrations.dataset.flow import TVL1Params
-
-    return TVL1Params
 
 
 def _json_value(name: str, value):
@@ -48,8 +38,7 @@ def _json_value(name: str, value):
 class FeatureSettings:
     """Everything that decides a video's features (recorded in the manifest; a change recomputes).
 
-    ``decode``: :class:`i3d_convert.io.video_decode.DecodeOptions` (fps, resize, crop);
-    ``flow``: :class:`i3d_convert.integrations.dataset.flow.TVL1Params`.
+    ``decode``: frame rate, resize and crop; ``flow``: the TV-L1 parameters.
     """
 
     stream: str = "rgb"
@@ -57,8 +46,8 @@ class FeatureSettings:
     window: int = 64
     stride: Optional[int] = None
     batch_size: int = 4
-    decode: object = field(default_factory=lambda: _decode_options_type()())
-    flow: object = field(default_factory=lambda: _flow_params_type()())
+    decode: DecodeOptions = field(default_factory=DecodeOptions)
+    flow: TVL1Params = field(default_factory=TVL1Params)
 
     def __post_init__(self) -> None:
         if self.stream not in STREAMS:
@@ -117,10 +106,8 @@ def rgb_input(frames: np.ndarray) -> np.ndarray:
     return frames.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
 
 
-def flow_input(frames: np.ndarray, params) -> np.ndarray:
+def flow_input(frames: np.ndarray, params: TVL1Params) -> np.ndarray:
     """uint8 ``[T, H, W, 3]`` -> TV-L1 flow input ``[T - 1, H, W, 2]`` in [-1, 1] (field ``t``: frame ``t`` to ``t + 1``)."""
-    from i3d_convert.integrations.dataset.flow import flow_to_input, tvl1_flow
-
     if frames.shape[0] < 2:
         raise I3DConvertError(f"flow needs at least 2 frames, the video has {frames.shape[0]}")
     return flow_to_input(tvl1_flow(frames, params))
@@ -131,8 +118,6 @@ def prepare_video(index: int, source: VideoSource, settings: FeatureSettings) ->
 
     Never raises for a bad video: the problem is returned in ``error`` (one line).
     """
-    from i3d_convert.io.video_decode import DecodeError, decode
-
     prepared = PreparedVideo(index, source)
     try:
         prepared.size, prepared.mtime_ns = source_stat(source.path)
