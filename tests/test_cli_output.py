@@ -85,10 +85,25 @@ def test_inflate_help_shows_flags_without_bool_metavar(tmp_path):
     assert result.returncode == 0 and "<bool>" not in result.stdout and "--reinit-logits" in result.stdout
 
 
+def _handles_sigterm(pid: int) -> bool:
+    """Whether the process has installed a SIGTERM handler (Python itself never does: the launcher does)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+    return bool(caught >> (signal.SIGTERM - 1) & 1)
+
+
 def _interrupt(args, cwd: Path, signum: int, after: float):
+    """Run the console script, wait until its launcher has taken over the signals (the interpreter's
+    own start before that is Python's), then ``after`` seconds more, and send ``signum``."""
     env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
     proc = subprocess.Popen([sys.executable, "-c", LAUNCH, "convert", *map(str, args)], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not _handles_sigterm(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
     time.sleep(after)
     proc.send_signal(signum)
     _, stderr = proc.communicate(timeout=120)
@@ -97,7 +112,7 @@ def _interrupt(args, cwd: Path, signum: int, after: float):
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_during_start_up_is_one_line_and_exit_128_plus_signal(signum, tmp_path):
-    code, stderr = _interrupt(["tf-to-torch", tmp_path / "x", "-o", tmp_path / "y.safetensors"], tmp_path, signum, 0.2)
+    code, stderr = _interrupt(["tf-to-torch", tmp_path / "x", "-o", tmp_path / "y.safetensors"], tmp_path, signum, 0.05)
     assert code == 128 + signum, stderr
     assert stderr.strip().splitlines() == ["i3d-convert: interrupted; nothing written"], stderr
     assert not (tmp_path / "y.safetensors").exists()
