@@ -61,16 +61,18 @@ def refuse_or_warn_non_finite(problem: str, source: Any, allow: bool) -> None:
 
 
 def command_flags(cli_app: typer.Typer, args: List[str]) -> Dict[str, Any]:
-    """``{parameter name: click Option}`` of the command ``args`` invoke (empty when none is named)."""
-    import click
+    """``{parameter name: click option}`` of the command ``args`` invoke (empty when none is named).
 
-    command: Optional[click.Command] = typer.main.get_command(cli_app)
-    if isinstance(command, click.Group):
-        name = next((a for a in args if a in command.commands), None)
-        command = command.commands.get(name) if name else None
+    Duck-typed: typer may bring its own copy of click, so ``isinstance(..., click.Option)`` is not used.
+    """
+    command: Any = typer.main.get_command(cli_app)
+    commands = getattr(command, "commands", None)
+    if commands is not None:  # a group: the first argument that names one of its commands
+        name = next((a for a in args if a in commands), None)
+        command = commands.get(name) if name else None
     if command is None:
         return {}
-    return {p.name: p for p in command.params if isinstance(p, click.Option) and p.name}
+    return {p.name: p for p in command.params if getattr(p, "param_type_name", "") == "option" and p.name}
 
 
 def with_flag_names(message: str, options: Dict[str, Any]) -> str:

@@ -197,7 +197,7 @@ def register(app: typer.Typer) -> None:
                                  checkpoint_dir=checkpoint_dir, weights=weights, clip=clip, frames=frames,
                                  bn_eps=bn_eps, top_k=top_k, device=device, allow_non_finite=allow_non_finite)
         if not np.isfinite(result.logits).all():  # finite weights can still overflow; the library does not check
-            refuse_or_warn_non_finite("the model's logits are NaN or inf",
+            refuse_or_warn_non_finite("the model's logits have NaN/inf values",
                                       weights or ", ".join(str(p) for p in result.checkpoints.values()),
                                       allow_non_finite)
         report = parse_report(result.text)
