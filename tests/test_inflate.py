@@ -872,8 +872,8 @@ def _bad_inputs(tmp_path: Path, torchvision_path: Path):
         "timm weights": ([torchvision_path, "--source-format", "timm:resnet18"], "not a state_dict of timm model"),
         "format": ([torchvision_path, "--source-format", "caffe"], "unknown source format"),
         "mode": ([torchvision_path, "--mode", "sum"], "unknown mode"),
-        "classes": ([torchvision_path, "--num-classes", "0"], "num_classes must be >= 1"),
-        "channels": ([torchvision_path, "--in-channels", "0"], "in_channels must be >= 1"),
+        "classes": ([torchvision_path, "--num-classes", "0"], "--num-classes must be >= 1"),
+        "channels": ([torchvision_path, "--in-channels", "0"], "--in-channels must be >= 1"),
         "time kernel": ([torchvision_path, "--time-kernel", "5"], "time_kernel is for timm sources"),
     }
 

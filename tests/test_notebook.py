@@ -42,3 +42,7 @@ def test_walkthrough_runs_end_to_end_offline():
     client.execute()  # raises CellExecutionError, with the failing cell's traceback, if any assert fails
     finished = nb.cells[-1].outputs
     assert any("walkthrough finished" in out.get("text", "") for out in finished)
+    noise = [line for cell in nb.cells if cell.cell_type == "code" for out in cell.outputs
+             for line in str(out.get("text", "")).splitlines()
+             if any(word in line for word in ("cuInit", "oneDNN", "TF-TRT", "cuda_blas", "cudnn_fft"))]
+    assert noise == [], "TensorFlow start-up noise in the outputs: " + " | ".join(noise[:3])

@@ -1,26 +1,21 @@
-"""Command line: a thin layer over the Python API.
+"""``i3d-convert``: the app, its small commands (tf-to-torch, info, download, demo) and ``main``.
 
-Every :class:`~i3d_convert.errors.I3DConvertError` (and every ``OSError``
-naming a file) is caught once, in :func:`run_app`, and printed as one line on
-stderr with exit code 1; ``--debug`` (or ``I3D_CONVERT_DEBUG=1``) shows the
-traceback instead. SIGINT and SIGTERM print one line and exit 130 / 143.
-Output never wraps when stdout is not a terminal (:mod:`i3d_convert.cli.output`).
+The other commands live one module per job (verify, export, features, fvd) and
+are registered here; what they share (:func:`~i3d_convert.cli.common.run_app`,
+the one error handler) lives in :mod:`i3d_convert.cli.common`. Output never
+wraps when stdout is not a terminal (:mod:`i3d_convert.cli.output`).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
-from typing import List, NoReturn, Optional
+from typing import List, Optional
 
 import typer
 
+from i3d_convert.cli.common import KEPT_OUTPUTS, print_json, run_app, set_debug
 from i3d_convert.cli.output import APP_SETTINGS, make_console, print_table
 from i3d_convert.errors import I3DConvertError
 
@@ -29,47 +24,13 @@ app = typer.Typer(
     help="Convert DeepMind's I3D TensorFlow checkpoints to PyTorch, exactly.",
 )
 
-_DEBUG = False
-
-
 @app.callback()
 def _global_options(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")) -> None:
-    global _DEBUG
-    _DEBUG = _DEBUG or debug
+    set_debug(debug)
 
 
 def _console():
     return make_console()
-
-
-#: Files a command has finished and keeps even if it is interrupted later (``demo --workdir``).
-KEPT_OUTPUTS: List[Path] = []
-
-
-def refuse_or_warn_non_finite(non_finite, source, allow: bool) -> None:
-    """Refuse weights with NaN/inf values (one line naming ``source``) unless ``allow``; then warn on stderr.
-
-    ``non_finite`` lists the names of the tensors that hold such values.
-    """
-    names = list(non_finite)
-    if not names:
-        return
-    what = f"{len(names)} tensors hold NaN or inf values (first {names[0]})"
-    if not allow:
-        raise I3DConvertError(f"{what}; pass --allow-non-finite to use them anyway", source)
-    sys.stderr.write(f"warning: {source}: {what}; results will not be meaningful\n")
-
-
-def non_finite_tensors(state_dict) -> List[str]:
-    """Names of the floating-point tensors of ``state_dict`` that hold NaN or inf."""
-    import torch
-
-    return [name for name, tensor in state_dict.items()
-            if torch.is_tensor(tensor) and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
-
-
-def _print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 @app.command("tf-to-torch")
@@ -107,7 +68,7 @@ def tf_to_torch(
         "metadata": result.metadata,
     }
     if as_json:
-        _print_json(summary)
+        print_json(summary)
     elif not quiet:
         console = _console()
         console.print(
@@ -149,7 +110,7 @@ def info(
         rows.append({"name": name, "dtype": dtype, "shape": list(shape), "torch_key": target,
                      "torch_shape": list(rule.torch_shape) if rule and not reason else None})
     if as_json:
-        _print_json({"checkpoint": str(checkpoint), "scope": scope, "variables": rows})
+        print_json({"checkpoint": str(checkpoint), "scope": scope, "variables": rows})
         return
     print_table(_console(), f"{checkpoint}: {len(rows)} variables, scope {scope!r}",
                 ("TF variable", "dtype", "shape", "state_dict key", "torch shape"),
@@ -264,64 +225,6 @@ def _register_commands() -> None:
 
 
 _register_commands()
-
-
-class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived; unwinds like Ctrl-C (so partial outputs are removed) past typer's handlers."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _raise_interrupted(signum, frame):  # pragma: no cover - exercised in subprocess tests
-    raise Interrupted(signum)
-
-
-def install_signal_handlers() -> None:
-    """Make SIGINT and SIGTERM raise :class:`Interrupted` (caught by :func:`run_app`)."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, _raise_interrupted)
-
-
-def report_interrupted(prog: str, signum: int) -> "NoReturn":
-    """One line on stderr (what was kept, if anything) and exit 128 + signal number (130 / 143)."""
-    for other in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(other, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the clean exit
-    kept = "; kept " + ", ".join(str(p) for p in KEPT_OUTPUTS) if KEPT_OUTPUTS else "; nothing written"
-    sys.stderr.write(f"{prog}: interrupted{kept}\n")
-    sys.stderr.flush()
-    sys.exit(128 + signum)
-
-
-def run_app(cli_app: typer.Typer, prog: str, argv: Optional[List[str]] = None) -> None:
-    """Run a typer app as a console script.
-
-    SIGINT/SIGTERM: one line on stderr, exit 130/143 (partial outputs are removed on the way out).
-    An :class:`I3DConvertError`, or an ``OSError`` naming a file: one line on stderr, exit 1
-    (``--debug`` or ``I3D_CONVERT_DEBUG=1`` re-raise it).
-    """
-    global _DEBUG
-    args = list(sys.argv[1:] if argv is None else argv)
-    _DEBUG = "--debug" in args or os.environ.get("I3D_CONVERT_DEBUG") == "1"
-    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    install_signal_handlers()
-    KEPT_OUTPUTS.clear()
-    try:
-        cli_app(args=args, prog_name=prog)
-    except Interrupted as exc:
-        report_interrupted(prog, exc.signum)
-    except KeyboardInterrupt:
-        report_interrupted(prog, signal.SIGINT)
-    except (I3DConvertError, OSError) as exc:
-        if _DEBUG or (isinstance(exc, OSError) and not exc.filename):
-            raise
-        message = exc if isinstance(exc, I3DConvertError) else f"{exc.filename}: {exc.strerror or exc}"
-        sys.stderr.write(f"{prog}: error: {message}\n")
-        sys.exit(1)
-    finally:  # in-process callers (tests, notebooks) get their own handlers back
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 import typer
 
+from i3d_convert.cli.common import print_json
 from i3d_convert.errors import I3DConvertError
 
 
@@ -22,14 +23,12 @@ def register(app: typer.Typer) -> None:
         layout: str = typer.Option("native", "--layout", help="Layout of the state_dict: native or piergiaj."),
         bn_5d: bool = typer.Option(False, "--bn-5d", help="Write batch-norm vectors as [1,1,1,1,C] (the kin600 layout)."),
         overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing checkpoint at the prefix."),
-        allow_non_finite: bool = typer.Option(False, "--allow-non-finite",
+        allow_non_finite: bool = typer.Option(False, "--allow-non-finite/--no-allow-non-finite",
                                               help="Export weights with NaN or inf values (with a warning) instead of failing."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
         as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
     ) -> None:
         """Export a PyTorch state_dict as a TF1 checkpoint with DeepMind's names (no TensorFlow needed)."""
-        from i3d_convert.cli.app import non_finite_tensors, refuse_or_warn_non_finite
-        from i3d_convert.conversion.tf_to_torch import load_state_dict_file
         from i3d_convert.conversion.torch_to_tf import SCOPES, export_to_tf, output_files
         from i3d_convert.io.atomic import check_output_path
 
@@ -41,9 +40,9 @@ def register(app: typer.Typer) -> None:
             raise I3DConvertError("give the checkpoint prefix (DIR/model.ckpt), not one of its files", output)
         for path in output_files(output):
             check_output_path(path, overwrite, inputs=[state_dict])
-        refuse_or_warn_non_finite(non_finite_tensors(load_state_dict_file(state_dict)), state_dict, allow_non_finite)
         start = time.perf_counter()
-        result = export_to_tf(state_dict, output, scope=SCOPES[scope], bn_shape_5d=bn_5d, overwrite=overwrite, layout=layout)
+        result = export_to_tf(state_dict, output, scope=SCOPES[scope], bn_shape_5d=bn_5d, overwrite=overwrite,
+                              layout=layout, allow_non_finite=allow_non_finite)
         seconds = time.perf_counter() - start
         summary = {
             "prefix": str(result.prefix),
@@ -55,10 +54,7 @@ def register(app: typer.Typer) -> None:
             "seconds": round(seconds, 3),
         }
         if as_json:
-            import json
-            import sys
-
-            sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+            print_json(summary)
         elif not quiet:
             from i3d_convert.cli.output import make_console
 

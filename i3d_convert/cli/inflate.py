@@ -1,25 +1,24 @@
 """``i3d-inflate``: 2D ImageNet weights -> I3D (or any inflated 2D CNN) weights, from the command line.
 
-A thin layer over :func:`i3d_convert.inflation.api.inflate_to_file`. Every
-:class:`~i3d_convert.errors.I3DConvertError` is caught once, in :func:`main`, and
+A thin layer over :func:`i3d_convert.inflation.api.inflate`. Every
+:class:`~i3d_convert.errors.I3DConvertError` is caught once, in
+:func:`~i3d_convert.cli.common.run_app`, and
 printed as one line on stderr with exit code 1 (``--debug`` or
 ``I3D_CONVERT_DEBUG=1`` shows the traceback instead); nothing is written then.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from i3d_convert.cli.common import print_json, run_app
+from i3d_convert.cli.output import APP_SETTINGS, make_console
 
 PROG = "i3d-inflate"
-
-from i3d_convert.cli.output import APP_SETTINGS, make_console
 
 app = typer.Typer(
     **APP_SETTINGS,
@@ -52,14 +51,14 @@ def inflate_command(
     ),
     fmt: Optional[str] = typer.Option(None, "--format", help="safetensors (default) or pt; default from the suffix."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
-    allow_non_finite: bool = typer.Option(False, "--allow-non-finite",
+    allow_non_finite: bool = typer.Option(False, "--allow-non-finite/--no-allow-non-finite",
                                           help="Write weights with NaN or inf values (with a warning) instead of failing."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
 ) -> None:
     """Inflate a 2D checkpoint into 3D weights; the output loads into InceptionI3d with strict=True."""
-    from i3d_convert.cli.app import non_finite_tensors, refuse_or_warn_non_finite
+    from i3d_convert.conversion.sources import check_finite
     from i3d_convert.conversion.tf_to_torch import output_format, save_state_dict
     from i3d_convert.inflation.api import inflate
     from i3d_convert.io.atomic import check_output_path
@@ -69,7 +68,7 @@ def inflate_command(
     check_output_path(output, overwrite, inputs=[source])
     result = inflate(source, source_format=source_format, mode=mode, in_channels=in_channels,
                      num_classes=num_classes, reinit_logits=reinit_logits, seed=seed, time_kernel=time_kernel)
-    refuse_or_warn_non_finite(non_finite_tensors(result.state_dict), source, allow_non_finite)
+    check_finite(result.state_dict, source, allow_non_finite=allow_non_finite)  # inflate() does not check
     save_state_dict(result.state_dict, output, result.metadata, fmt=fmt, overwrite=overwrite)
     seconds = time.perf_counter() - start
     if as_json:
@@ -85,7 +84,7 @@ def inflate_command(
             "seconds": round(seconds, 3),
             "metadata": result.metadata,
         }
-        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        print_json(summary)
     elif not quiet:
         console = make_console()
         console.print(
@@ -104,8 +103,6 @@ def inflate_command(
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Console entry point of ``i3d-inflate``."""
-    from i3d_convert.cli.app import run_app
-
     run_app(app, PROG, argv)
 
 

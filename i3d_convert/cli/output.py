@@ -87,11 +87,16 @@ def native_stderr_silenced() -> Iterator[None]:
         os.close(saved)
 
 
+def quiet_tensorflow_logs() -> None:
+    """Keep TensorFlow's C++ INFO/WARNING lines off stderr if it is imported later (unless the user set a level)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 def import_tensorflow_quietly() -> None:
     """Import the TensorFlow reference (if TensorFlow is installed) without its start-up noise."""
     import importlib.util
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_tensorflow_logs()
     if importlib.util.find_spec("tensorflow") is None:
         return
     with native_stderr_silenced():

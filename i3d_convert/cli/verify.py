@@ -9,13 +9,15 @@ report from the PyTorch model. TensorFlow is imported only by ``verify``.
 
 from __future__ import annotations
 
-import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from i3d_convert.cli.common import print_json, refuse_or_warn_non_finite
+from i3d_convert.cli.output import quiet_tensorflow_logs
 from i3d_convert.errors import I3DConvertError
 
 
@@ -73,28 +75,6 @@ def print_report(report, console) -> None:
         console.print(f"[bold red]FAIL[/]: first diverging endpoint {report.first_diverging} ({seconds:.1f} s)")
 
 
-def _refuse_non_finite_inputs(checkpoint: Optional[Path], torch_file: Optional[Path], allow: bool) -> None:
-    """Refuse (or warn about) NaN/inf weights in the given files before TensorFlow and PyTorch are run."""
-    import numpy as np
-
-    from i3d_convert.cli.app import non_finite_tensors, refuse_or_warn_non_finite
-
-    if torch_file is not None:
-        from i3d_convert.conversion.tf_to_torch import load_state_dict_file
-
-        refuse_or_warn_non_finite(non_finite_tensors(load_state_dict_file(torch_file)), torch_file, allow)
-    if checkpoint is not None:
-        from i3d_convert.io.checkpoint_reader import load_tf_checkpoint
-
-        try:
-            arrays = load_tf_checkpoint(checkpoint)
-        except I3DConvertError:  # not a TF1 bundle (e.g. object-based): verify reads and reports it
-            return
-        bad = [name for name, a in arrays.items()
-               if getattr(a, "dtype", None) is not None and a.dtype.kind == "f" and not np.isfinite(a).all()]
-        refuse_or_warn_non_finite(bad, checkpoint, allow)
-
-
 def register(app: typer.Typer) -> None:
     @app.command("verify")
     def verify_command(
@@ -127,7 +107,7 @@ def register(app: typer.Typer) -> None:
         json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
         plot_path: Optional[Path] = typer.Option(None, "--plot", help="Write a log-scale error plot here (.png/.svg/.pdf)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the verdict line."),
-        allow_non_finite: bool = typer.Option(False, "--allow-non-finite",
+        allow_non_finite: bool = typer.Option(False, "--allow-non-finite/--no-allow-non-finite",
                                               help="Compare weights with NaN or inf values (with a warning) instead of failing."),
     ) -> None:
         """Run PyTorch and TensorFlow on one clip and compare every endpoint; exit 1 when they diverge."""
@@ -143,11 +123,11 @@ def register(app: typer.Typer) -> None:
                     check_output_path(path, overwrite=True, inputs=inputs)
                 except I3DConvertError as exc:
                     raise I3DConvertError(f"{what}: {exc.problem}", exc.path) from None
-        _refuse_non_finite_inputs(checkpoint, torch_file, allow_non_finite)
         import_tensorflow_quietly()  # TensorFlow's start-up chatter is not the report
         report = verify(checkpoint, torch_weights=torch_file, layout=layout, clip=clip, frames=frames,
                         device=device, dtype=dtype, atol=atol, rtol=rtol, bn_eps=tf_bn_eps,
-                        torch_bn_eps=bn_eps, pad=pad, allow_tf32=allow_tf32, tf_device=tf_device, seed=seed)
+                        torch_bn_eps=bn_eps, pad=pad, allow_tf32=allow_tf32, tf_device=tf_device, seed=seed,
+                        allow_non_finite=allow_non_finite)
         if json_path is not None:
             report.write_json(json_path)
         if plot_path is not None:
@@ -194,16 +174,14 @@ def register(app: typer.Typer) -> None:
                                                          "DeepMind's real checkpoints and samples)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON (norm of logits, top classes, files) instead."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No provenance lines on stderr."),
-        allow_non_finite: bool = typer.Option(False, "--allow-non-finite",
+        allow_non_finite: bool = typer.Option(False, "--allow-non-finite/--no-allow-non-finite",
                                               help="Print the report of weights with NaN or inf values (with a warning) "
                                                    "instead of failing."),
     ) -> None:
         """Print DeepMind's evaluate_sample.py report (norm of logits, top-20 classes) from the PyTorch model."""
-        import json
-
         import numpy as np
 
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # in case a weights reader loads TensorFlow
+        quiet_tensorflow_logs()  # in case a weights reader loads TensorFlow
         from i3d_convert.verification.evaluate_sample import compare_reports, evaluate_sample
         from i3d_convert.verification.sample_report import parse_report
 
@@ -217,22 +195,20 @@ def register(app: typer.Typer) -> None:
                 raise I3DConvertError(f"not an evaluate_sample.py report ({exc})", compare) from None
         result = evaluate_sample(eval_type, imagenet_pretrained, samples_dir=samples_dir,
                                  checkpoint_dir=checkpoint_dir, weights=weights, clip=clip, frames=frames,
-                                 bn_eps=bn_eps, top_k=top_k, device=device)
-        if not np.isfinite(result.logits).all():
-            source = weights or ", ".join(str(p) for p in result.checkpoints.values())
-            if not allow_non_finite:
-                raise I3DConvertError("the model's logits are NaN or inf (its weights hold NaN or inf values); "
-                                      "pass --allow-non-finite to print the report anyway", source)
-            sys.stderr.write(f"warning: {source}: the model's logits are NaN or inf; the report is not meaningful\n")
+                                 bn_eps=bn_eps, top_k=top_k, device=device, allow_non_finite=allow_non_finite)
+        if not np.isfinite(result.logits).all():  # finite weights can still overflow; the library does not check
+            refuse_or_warn_non_finite("the model's logits have NaN/inf values",
+                                      weights or ", ".join(str(p) for p in result.checkpoints.values()),
+                                      allow_non_finite)
         report = parse_report(result.text)
         if as_json:
-            sys.stdout.write(json.dumps({
+            print_json({
                 "eval_type": result.eval_type, "checkpoints": result.checkpoints, "models": result.models,
                 "inputs": result.inputs, "frames": result.frames,
                 "norm_of_logits": float(np.linalg.norm(result.logits)),
                 "top": [{"label": label, "probability": float(p), "logit": float(l)} for p, l, label in report.rows],
                 "warnings": result.warnings,
-            }, indent=2) + "\n")
+            })
         else:
             sys.stdout.write(result.text)
         sys.stdout.flush()
@@ -241,7 +217,7 @@ def register(app: typer.Typer) -> None:
                 sys.stderr.write(f"{stream}: {path} ({result.models[stream]}) on {result.inputs[stream]}, "
                                  f"{result.frames[stream]} frames\n")
         for warning in result.warnings:
-            sys.stderr.write(f"warning: {warning}\n")
+            warnings.warn(warning, stacklevel=1)
         if reference is not None:
             problems = compare_reports(report, reference, rtol)
             for line in problems:

@@ -174,11 +174,11 @@ _Loaded = List[Tuple[str, torch.nn.Module, str, str]]  # stream, model, weight f
 
 
 def _models_from_weights(weights: PathLike, eval_type: Optional[str], imagenet_pretrained: Optional[bool],
-                         bn_eps: Optional[float]) -> Tuple[str, _Loaded, int]:
+                         bn_eps: Optional[float], allow_non_finite: bool = False) -> Tuple[str, _Loaded, int]:
     """One stream from a weights file: ``(eval_type, [(stream, model, file, description)], num_classes)``."""
     from i3d_convert.conversion.weights import load_model
 
-    model, description = load_model(weights, bn_eps=bn_eps)
+    model, description = load_model(weights, bn_eps=bn_eps, allow_non_finite=allow_non_finite)
     fitting = _eval_type_of(model)
     eval_type = eval_type or fitting
     if eval_type != fitting:
@@ -188,7 +188,8 @@ def _models_from_weights(weights: PathLike, eval_type: Optional[str], imagenet_p
 
 
 def _models_from_lookup(eval_type: Optional[str], imagenet_pretrained: Optional[bool], roots_of: Callable[[], List[Path]],
-                        clip: Optional[PathLike], bn_eps: Optional[float]) -> Tuple[str, _Loaded, int]:
+                        clip: Optional[PathLike], bn_eps: Optional[float],
+                        allow_non_finite: bool = False) -> Tuple[str, _Loaded, int]:
     """The streams of ``eval_type`` from DeepMind's checkpoints found under ``roots_of()``."""
     from i3d_convert.conversion.weights import load_model
 
@@ -208,7 +209,7 @@ def _models_from_lookup(eval_type: Optional[str], imagenet_pretrained: Optional[
             if fallback is None:
                 raise
             path = fallback  # TF-Hub's I3D: DeepMind's rgb_scratch weights
-        model, description = load_model(path, bn_eps=bn_eps)
+        model, description = load_model(path, bn_eps=bn_eps, allow_non_finite=allow_non_finite)
         models.append((s.stream, model, str(path), description))
     return eval_type, models, num_classes
 
@@ -238,7 +239,7 @@ def evaluate_sample(eval_type: Optional[str] = None, imagenet_pretrained: Option
                     samples_dir: Optional[PathLike] = None, checkpoint_dir: Optional[PathLike] = None,
                     weights: Optional[PathLike] = None, clip: Optional[PathLike] = None,
                     frames: Optional[int] = None, bn_eps: Optional[float] = None, top_k: int = 20,
-                    device: str = "cpu") -> SampleEvaluation:
+                    device: str = "cpu", allow_non_finite: bool = False) -> SampleEvaluation:
     """Run DeepMind's sample evaluation with the PyTorch model (float32, like DeepMind's).
 
     Default: ``eval_type`` ``joint`` with the checkpoints and ``.npy`` samples
@@ -248,6 +249,7 @@ def evaluate_sample(eval_type: Optional[str] = None, imagenet_pretrained: Option
     then defaults to the one the weights fit). ``clip`` (a ``.npy`` NTHWC
     clip or a video/GIF) replaces the sample of a one-stream evaluation.
     ``frames`` keeps the first frames only (DeepMind's samples have 79).
+    NaN/inf weights are refused unless ``allow_non_finite`` (then a warning).
     """
     from i3d_convert.device import resolve_device
     from i3d_convert.conversion.releases import cache_dir, load_labels
@@ -264,9 +266,11 @@ def evaluate_sample(eval_type: Optional[str] = None, imagenet_pretrained: Option
         return checkpoint_roots(samples_folder(samples_dir), checkpoint_dir)
 
     if weights is not None:
-        eval_type, models, num_classes = _models_from_weights(weights, eval_type, imagenet_pretrained, bn_eps)
+        eval_type, models, num_classes = _models_from_weights(weights, eval_type, imagenet_pretrained, bn_eps,
+                                                             allow_non_finite)
     else:
-        eval_type, models, num_classes = _models_from_lookup(eval_type, imagenet_pretrained, roots, clip, bn_eps)
+        eval_type, models, num_classes = _models_from_lookup(eval_type, imagenet_pretrained, roots, clip, bn_eps,
+                                                            allow_non_finite)
     if clip is not None and len(models) != 1:
         raise I3DConvertError("one --input clip feeds one stream; joint needs the RGB and flow .npy samples "
                               "(--samples-dir)", clip)

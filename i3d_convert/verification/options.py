@@ -40,6 +40,7 @@ class VerifyOptions:
     seed: seed of the random clip and of the built-in synthetic checkpoint.
     audit: on failure with a non-default ``torch_bn_eps``/``pad``, re-run the
       PyTorch side with those reset to name the setting that causes the drift.
+    allow_non_finite: compare NaN/inf weights (with a warning) instead of refusing them.
     cache: a dict reused across calls to skip repeated TensorFlow runs on the
       same weights, clip and settings.
     """
@@ -59,6 +60,7 @@ class VerifyOptions:
     tf_device: Optional[str] = None
     seed: int = DEFAULT_SEED
     audit: bool = True
+    allow_non_finite: bool = False
     cache: Optional[MutableMapping] = None
 
     @classmethod

@@ -107,6 +107,7 @@ class _Weights:
 def _load_weights(checkpoint: Optional[PathLike], options: VerifyOptions, tmp: Path, notes: List[str],
                   watch: _Stopwatch) -> _Weights:
     """The PyTorch state_dict (converted or ``torch_weights``) and TensorFlow's variables (its own reader)."""
+    from i3d_convert.conversion.sources import check_finite
     from i3d_convert.conversion.tf_to_torch import convert_checkpoint, load_state_dict_file
     from i3d_convert.reference.tf_checkpoint import reference_variables
 
@@ -122,9 +123,11 @@ def _load_weights(checkpoint: Optional[PathLike], options: VerifyOptions, tmp: P
     with watch.step("load_weights"):
         if options.torch_weights is not None:
             state = load_state_dict_file(options.torch_weights)
+            check_finite(state, options.torch_weights, allow_non_finite=options.allow_non_finite)
             torch_source = str(options.torch_weights)
         else:
-            state = convert_checkpoint(checkpoint, layout=options.layout).state_dict  # type: ignore[arg-type]
+            state = convert_checkpoint(checkpoint, layout=options.layout,  # type: ignore[arg-type]
+                                       allow_non_finite=options.allow_non_finite).state_dict
             torch_source = f"{checkpoint} converted by i3d_convert ({options.layout} layout)"
         if checkpoint is not None:
             variables, kind = reference_variables(checkpoint)
