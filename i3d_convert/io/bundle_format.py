@@ -19,6 +19,9 @@ but not readable.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import glob
 import mmap
 import os
 from contextlib import contextmanager
@@ -207,13 +210,63 @@ def check_readable(entry: TensorEntry, path: PathLike) -> np.dtype:
     return numpy_dtype
 
 
+def _load_crc32c_library() -> Optional[ctypes.CDLL]:
+    """Google's libcrc32c (BSD-3-Clause), the C library inside the ``google-crc32c`` wheel, or None.
+
+    ``google_crc32c``'s Python functions accept only ``bytes``, so hashing a
+    memory-mapped tensor through them costs a copy; its C function
+    ``crc32c_extend(crc, data, size)`` reads any address, and ctypes releases
+    the GIL while it runs.
+    """
+    candidates: List[str] = []
+    try:
+        import google_crc32c
+
+        package_dir = Path(google_crc32c.__file__).parent
+        candidates += sorted(glob.glob(str(package_dir.parent / "google_crc32c.libs" / "libcrc32c*.so*")))
+        candidates += sorted(glob.glob(str(package_dir / "libcrc32c*")))
+    except ImportError:
+        pass
+    system = ctypes.util.find_library("crc32c")
+    candidates += [system] if system else []
+    for candidate in candidates:
+        try:
+            library = ctypes.CDLL(candidate)
+            extend = library.crc32c_extend
+        except (OSError, AttributeError):
+            continue
+        extend.argtypes, extend.restype = [ctypes.c_uint32, ctypes.c_void_p, ctypes.c_size_t], ctypes.c_uint32
+        if extend(0, b"123456789", 9) == 0xE3069283:  # the CRC-32C check value
+            return library
+    return None
+
+
+_CRC32C_LIBRARY = _load_crc32c_library()
+
+
+def buffer_crc32c(data: Union[bytes, bytearray, memoryview, mmap.mmap, np.ndarray], start: int = 0,
+                  end: Optional[int] = None) -> int:
+    """Unmasked CRC-32C of bytes ``[start, end)`` of a buffer (a read-only mapping is fine), without copying it.
+
+    Reads the buffer in place through libcrc32c when it is loadable, else
+    hashes it in bounded copies with ``google_crc32c``; the two agree bit for bit.
+    """
+    view = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.reshape(-1).view(np.uint8)
+    end = view.size if end is None else end
+    if _CRC32C_LIBRARY is None:
+        return wire.crc32c(view, start, end)
+    if end <= start:
+        return 0
+    return int(_CRC32C_LIBRARY.crc32c_extend(0, view.ctypes.data + start, end - start))
+
+
 def masked_crc32c(data: Union[bytes, bytearray, memoryview, mmap.mmap, np.ndarray]) -> int:
     """TensorFlow's masked CRC-32C of a bytes-like object (as stored in checkpoints)."""
     if isinstance(data, np.ndarray):
         data = np.ascontiguousarray(data).reshape(-1).view(np.uint8)  # ndim >= 1 is fine here
     elif isinstance(data, (bytearray, memoryview)):
         data = memoryview(data).cast("B")
-    return wire.mask_crc(wire.crc32c(data))
+    return wire.mask_crc(buffer_crc32c(data))
 
 
 # --------------------------------------------------------------------------- V2 file names and VersionDef

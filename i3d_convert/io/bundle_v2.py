@@ -22,6 +22,7 @@ from i3d_convert.io import protowire as wire
 from i3d_convert.errors import CheckpointFormatError, ChecksumError
 from i3d_convert.io.bundle_format import (
     BUNDLE_VERSION,
+    buffer_crc32c,
     MAX_SHARDS,
     OBJECT_DTYPE,
     TensorEntry,
@@ -177,7 +178,7 @@ class BundleV2:
             with decoding(path, f"tensor {entry.name!r}: "):
                 return _read_strings(buf, entry, self.verify_crc, path)
         if self.verify_crc:
-            actual = wire.mask_crc(wire.crc32c(buf, entry.offset, end))
+            actual = wire.mask_crc(buffer_crc32c(buf, entry.offset, end))
             if actual != entry.crc32c:
                 raise ChecksumError(
                     f"tensor {entry.name!r} is corrupt: crc32c {entry.crc32c:#010x} stored, "
