@@ -13,10 +13,14 @@ import signal
 import sys
 
 _received = [int(signal.SIGINT)]
+#: Set by the handler: a library may swallow the KeyboardInterrupt inside its own import (a bare
+#: ``except:`` around an optional import), so the signal is also remembered here.
+_pending = [False]
 
 
 def _on_signal(signum, frame):  # pragma: no cover - exercised in subprocess tests
     _received[0] = signum
+    _pending[0] = True
     raise KeyboardInterrupt
 
 
@@ -25,6 +29,8 @@ def _launch(module: str, prog: str) -> None:
         signal.signal(signum, _on_signal)
     try:
         main = importlib.import_module(module).main
+        if _pending[0]:
+            raise KeyboardInterrupt
         main()
     except KeyboardInterrupt:
         for signum in (signal.SIGINT, signal.SIGTERM):

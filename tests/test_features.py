@@ -112,24 +112,26 @@ def test_logits_refuse_windows_too_small_before_any_work(weights):
     with pytest.raises(I3DConvertError, match="at least 9 frames of 193x193"):
         extract_features(model, thwc_clip(20, 64, seed=1), endpoint="Logits", window=16)
     with pytest.raises(I3DConvertError, match="no Logits endpoint"):
-        extract_features(i3d(weights=weights, final_endpoint="Mixed_5c"), thwc_clip(9, 32, seed=1), endpoint="Logits")
+        extract_features(i3d(weights=weights, final_endpoint="Mixed_5c"), thwc_clip(9, 32, seed=1), endpoint="Logits",
+                         window=9)
 
 
 def test_a_gif_is_resized_cropped_scaled_and_windowed(cli, weights, tmp_path):
     from PIL import Image
 
-    from i3d_convert.io.video import load_video
+    from i3d_convert.integrations.dataset.recipe import rgb_input
+    from i3d_convert.io.video_decode import DecodeOptions, decode
 
     rng = np.random.default_rng(0)
     frames = [Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)) for _ in range(12)]
     gif = tmp_path / "clip.gif"
     frames[0].save(gif, save_all=True, append_images=frames[1:], duration=40, loop=0)
-    code, out, err = cli("features", gif, "-o", tmp_path / "gif.npy", "--size", "32", "--window", "8",
-                         "--stride", "4", "--weights", weights)
+    code, out, err = cli("features", gif, "-o", tmp_path / "gif.npy", "--resize", "32", "--crop", "32", "--fps",
+                         "native", "--window", "8", "--stride", "4", "--weights", weights)
     assert code == 0, err
     assert "wrote" in out and "2 windows" in out
     got = np.load(tmp_path / "gif.npy")
-    decoded = load_video(gif, size=32)
+    decoded = rgb_input(decode(gif, DecodeOptions(fps=None, resize_shorter=32, crop=32)))[None]
     assert decoded.shape == (1, 12, 32, 32, 3) and decoded.min() >= -1 and decoded.max() <= 1
     model = i3d(weights=weights, final_endpoint="Mixed_5c")
     expected = extract_features(model, decoded, window=8, stride=4, batch_size=1).features

@@ -42,7 +42,7 @@ def _clip_features(run: SingleRun, dev):
                 allow_non_finite=run.allow_non_finite).to(dev)
     result = extract_features(model, clips, endpoint=endpoint, window=run.settings.window, stride=run.settings.stride,
                               batch_size=run.settings.batch_size, device=dev, path=run.source)
-    return result.features, len(result.windows), f"{clips.shape[0]} clip(s) of {clips.shape[1]} frames"
+    return result.features, [list(w) for w in result.windows], f"{clips.shape[0]} clip(s) of {clips.shape[1]} frames"
 
 
 def _video_features(run: SingleRun, dev):
@@ -62,7 +62,9 @@ def _video_features(run: SingleRun, dev):
     if video.error is not None:
         raise I3DConvertError(video.error, run.source)
     features = video_features({stream: model}, video, run.settings, dev)[stream]
-    return features, features.shape[0], f"{video.frames} frames ({stream})"
+    stride = run.settings.stride or run.settings.window
+    windows = [[0, i * stride, i * stride + run.settings.window] for i in range(features.shape[0])]
+    return features, windows, f"{video.frames} frames ({stream})"
 
 
 def run_single(run: SingleRun, quiet: bool, as_json: bool) -> None:
@@ -75,11 +77,12 @@ def run_single(run: SingleRun, quiet: bool, as_json: bool) -> None:
     dev = resolve_device("cpu" if run.device == "auto" else run.device)
     start = time.perf_counter()
     compute = _clip_features if run.source.suffix.lower() == ".npy" else _video_features
-    features, rows, described = compute(run, dev)
+    features, windows, described = compute(run, dev)
+    rows = len(windows)
     save_features(features, run.output, run.overwrite)
     seconds = time.perf_counter() - start
     summary = {"output": str(run.output), "input": str(run.source), "endpoint": run.settings.endpoint,
-               "shape": list(features.shape), "rows": rows, "window": run.settings.window,
+               "shape": list(features.shape), "rows": rows, "windows": windows, "window": run.settings.window,
                "stride": run.settings.stride or run.settings.window, "seconds": round(seconds, 3)}
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")

@@ -94,7 +94,10 @@ def non_finite_counts(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, int]:
     counts = {}
     for key, tensor in state_dict.items():
         if tensor.is_floating_point():
-            bad = int(tensor.numel() - torch.isfinite(tensor).sum())
+            # numpy, single-threaded: torch's OpenMP threads spin and cost more than the check on small tensors
+            array = tensor.detach().cpu()
+            array = (array.float() if array.dtype == torch.bfloat16 else array).numpy()
+            bad = int(array.size - np.count_nonzero(np.isfinite(array)))
             if bad:
                 counts[key] = bad
     return counts

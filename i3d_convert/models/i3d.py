@@ -56,16 +56,6 @@ class BatchNormNoScale(nn.Module):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
 
-def _has_fused_relu_conv() -> bool:
-    try:
-        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-    except (AttributeError, RuntimeError):
-        return False
-
-
-_FUSED_RELU_CONV = _has_fused_relu_conv()
-
-
 def _conv3d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], stride: Triple,
             padding: Sequence[int], relu: bool = False) -> torch.Tensor:
     """``F.conv3d`` (then ReLU if ``relu``), but float32/bfloat16 on CPU always takes oneDNN.
@@ -78,8 +68,6 @@ def _conv3d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
     """
     if x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available():
         args = (x, weight, bias, list(padding), list(stride), [1, 1, 1], 1)
-        if relu and _FUSED_RELU_CONV:
-            return torch.ops.mkldnn._convolution_pointwise(*args, "relu", [], "")
         out = torch.ops.aten.mkldnn_convolution(*args)
     else:
         out = F.conv3d(x, weight, bias, stride, padding)

@@ -50,6 +50,10 @@ class FeatureSettings:
     flow: TVL1Params = field(default_factory=TVL1Params)
 
     def __post_init__(self) -> None:
+        from i3d_convert.integrations.features import FEATURE_ENDPOINTS
+
+        if self.endpoint not in FEATURE_ENDPOINTS:
+            raise I3DConvertError(f"unknown endpoint {self.endpoint!r}; choose one of {', '.join(FEATURE_ENDPOINTS)}")
         if self.stream not in STREAMS:
             raise I3DConvertError(f"stream must be one of {', '.join(STREAMS)}, got {self.stream!r}")
         if self.window < 1:
