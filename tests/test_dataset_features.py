@@ -220,3 +220,31 @@ def test_torchrun_two_ranks_equal_one_process_bit_for_bit(first_run, video_folde
     two, one = manifest_entries(tmp_path / "out"), manifest_entries(first_run[0])
     assert set(two) == set(one)
     assert {k: v["status"] for k, v in two.items()} == {k: v["status"] for k, v in one.items()}
+
+
+def test_cli_flow_stream_with_its_weights_workers_and_fail_fast(video_folder, weights, tmp_path):
+    """``--stream flow --flow-weights`` writes flow features; ``--fail-fast`` stops at the broken video;
+    ``--no-fail-fast`` (the default) goes on; ``--workers 0`` decodes in the main process."""
+    common = ["--resize", "40", "--crop", "32", "--window", "9", "--stride", "9", "--device", "cpu", "--quiet",
+              "--stream", "flow", "--flow-weights", str(weights["flow"]), "--workers", "0", "--fps", "25"]
+    proc = _cli("features", str(video_folder / "a"), "-o", str(tmp_path / "fast"), *common, "--fail-fast")
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1 and "broken.mp4" in err and "Traceback" not in err
+    assert not (tmp_path / "fast" / "clip1.mp4.npy").exists()  # broken.mp4 sorts first: stopped there
+    proc = _cli("features", str(video_folder / "a"), "-o", str(tmp_path / "all"), *common, "--no-fail-fast")
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1, err
+    flow = np.load(tmp_path / "all" / "clip1.mp4.npy")
+    model = i3d("flow_imagenet", weights=weights["flow"], final_endpoint="Mixed_5c")
+    frames = decode(video_folder / "a" / "clip1.mp4", DecodeOptions(fps=25, resize_shorter=40, crop=32))
+    expected = extract_features(model, flow_input(frames, SETTINGS.flow), window=9, stride=9).features
+    assert difference(flow, expected).rel_l2 <= 1e-6
+
+
+def test_cli_single_video_refuses_an_existing_output_with_no_overwrite(video_folder, weights, tmp_path):
+    existing = tmp_path / "feats.npy"
+    existing.write_bytes(b"keep")
+    proc = _cli("features", str(video_folder / "clip3.gif"), "-o", str(existing), "--weights", str(weights["rgb"]),
+                "--window", "16", "--no-overwrite", "--resize", "72", "--crop", "64")
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1 and "--overwrite" in err and existing.read_bytes() == b"keep"

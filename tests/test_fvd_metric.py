@@ -371,3 +371,28 @@ def test_stats_of_a_folder_of_lossless_videos_equal_stats_of_the_same_frames(tmp
     assert folder.n == array.n == 3
     np.testing.assert_array_equal(folder.mean, array.mean)
     np.testing.assert_array_equal(folder.cov(), array.cov())
+
+
+@pytest.mark.slow
+def test_cli_protocol_num_videos_and_input_range_reach_the_library(arrays, cli):
+    """``--protocol videogpt --num-videos 2 --input-range 0-1`` on float videos in [0, 1] equals the library
+    on the first two videos scaled to [0, 255] with that protocol."""
+    from realweights import require_sdist
+
+    from i3d_convert.integrations.fvd_metric import fvd
+
+    weights = require_sdist()
+    a, b = np.load(arrays / "a.npy"), np.load(arrays / "b.npy")
+    np.save(arrays / "a01.npy", (a / 255.0).astype(np.float64))
+    np.save(arrays / "b01.npy", (b / 255.0).astype(np.float64))
+    code, out, err = cli("fvd", arrays / "a01.npy", arrays / "b01.npy", "--weights", weights, "--protocol", "videogpt",
+                         "--num-videos", "2", "--input-range", "0-1", "--no-cache", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert (result["n_a"], result["n_b"], result["protocol"]) == (2, 2, "videogpt")
+    expected = fvd(a[:2], b[:2], protocol="videogpt", weights=weights)
+    assert _relative(result["fvd"], expected) <= 1e-5
+    code, out, err = cli("fvd-stats", arrays / "b.npy", "-o", arrays / "b2.npz", "--weights", weights,
+                         "--protocol", "tats", "--num-videos", "2", "--input-range", "0-255", "--json")
+    assert code == 0, err
+    assert load_stats(arrays / "b2.npz").n == 2 and load_stats(arrays / "b2.npz").metadata["protocol"] == "tats"

@@ -10,7 +10,6 @@ report from the PyTorch model. TensorFlow is imported only by ``verify``.
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -216,8 +215,8 @@ def register(app: typer.Typer) -> None:
             for stream, path in result.checkpoints.items():
                 sys.stderr.write(f"{stream}: {path} ({result.models[stream]}) on {result.inputs[stream]}, "
                                  f"{result.frames[stream]} frames\n")
-        for warning in result.warnings:
-            warnings.warn(warning, stacklevel=1)
+        for warning in result.warnings:  # printed each time (warnings.warn would show a repeat once per process)
+            sys.stderr.write(f"i3d-convert: warning: {warning}\n")
         if reference is not None:
             problems = compare_reports(report, reference, rtol)
             for line in problems:

@@ -235,12 +235,26 @@ def _stream_clip(clip: Optional[PathLike], samples_dir: Optional[PathLike], stre
     return array, source
 
 
+@dataclass(frozen=True)
+class SampleOptions:
+    """Where the weights and the clip come from, and how the report is made (see :func:`evaluate_sample`)."""
+
+    samples_dir: Optional[PathLike] = None
+    checkpoint_dir: Optional[PathLike] = None
+    weights: Optional[PathLike] = None
+    clip: Optional[PathLike] = None
+    frames: Optional[int] = None
+    bn_eps: Optional[float] = None
+    top_k: int = 20
+    device: str = "cpu"
+    allow_non_finite: bool = False
+
+
 def evaluate_sample(eval_type: Optional[str] = None, imagenet_pretrained: Optional[bool] = None, *,
-                    samples_dir: Optional[PathLike] = None, checkpoint_dir: Optional[PathLike] = None,
-                    weights: Optional[PathLike] = None, clip: Optional[PathLike] = None,
-                    frames: Optional[int] = None, bn_eps: Optional[float] = None, top_k: int = 20,
-                    device: str = "cpu", allow_non_finite: bool = False) -> SampleEvaluation:
+                    options: Optional[SampleOptions] = None, **settings) -> SampleEvaluation:
     """Run DeepMind's sample evaluation with the PyTorch model (float32, like DeepMind's).
+
+    ``settings`` are :class:`SampleOptions` fields (or pass ``options``).
 
     Default: ``eval_type`` ``joint`` with the checkpoints and ``.npy`` samples
     found as the module docstring says. ``weights`` (a state_dict, TF
@@ -254,11 +268,14 @@ def evaluate_sample(eval_type: Optional[str] = None, imagenet_pretrained: Option
     from i3d_convert.device import resolve_device
     from i3d_convert.conversion.releases import cache_dir, load_labels
 
+    opts = SampleOptions(**settings) if options is None else options
+    samples_dir, checkpoint_dir, weights, clip = opts.samples_dir, opts.checkpoint_dir, opts.weights, opts.clip
+    frames, bn_eps, top_k, allow_non_finite = opts.frames, opts.bn_eps, opts.top_k, opts.allow_non_finite
     if frames is not None and frames < 1:
         raise I3DConvertError(f"frames must be at least 1, got {frames}")
     if top_k < 1:
         raise I3DConvertError(f"top_k must be at least 1, got {top_k}")
-    dev = resolve_device(device)
+    dev = resolve_device(opts.device)
 
     def roots() -> List[Path]:
         if clip is not None and samples_dir is None and not os.environ.get(SAMPLES_ENV):
