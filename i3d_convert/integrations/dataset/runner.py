@@ -35,7 +35,8 @@ ProgressFn = Callable[[int, int, int, str], None]
 @dataclass
 class FeatureJob:
     """One features run. ``rgb_weights``/``flow_weights``: a weights file, TF checkpoint or release
-    name (None: DeepMind's ImageNet-pretrained release of that stream)."""
+    name (None: DeepMind's ImageNet-pretrained release of that stream). ``workers`` > 0 spawns
+    DataLoader processes, so a script that calls this needs the ``if __name__ == "__main__":`` guard."""
 
     source: PathLike
     outdir: PathLike
@@ -169,9 +170,12 @@ def run_feature_job(job: FeatureJob) -> RunSummary:
 
 def _run_pending(job: FeatureJob, pending, models, identity, device, outdir: Path, context, skipped: int):
     writer = manifest.PartWriter(outdir, context.rank, f"{int(time.time())}-{context.world_size}")
+    # Workers are spawned, not forked: a fork of a process whose OpenMP/oneDNN threads have run (the
+    # model, before this run) can inherit a held lock and hang in the child.
     loader = torch.utils.data.DataLoader(_PreparedVideos(pending, job.settings), batch_size=None,
                                          num_workers=job.workers, collate_fn=_single,
-                                         worker_init_fn=_worker_init if job.workers else None)
+                                         worker_init_fn=_worker_init if job.workers else None,
+                                         multiprocessing_context="spawn" if job.workers else None)
     failures: List[Tuple[str, str]] = []
     computed = 0
     try:
