@@ -130,7 +130,8 @@ def _fetch(url: str, part: Path, expected_size: int, progress: Optional[Progress
         part.unlink()
         have = 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    with urllib.request.urlopen(request, timeout=60) as response:
+    # A fresh opener per download: urlopen's global one keeps the proxy settings of its first use.
+    with urllib.request.build_opener().open(request, timeout=60) as response:
         if have and response.status != 206:  # server ignored Range: start over
             have = 0
         with open(part, "ab" if have else "wb") as out:

@@ -73,7 +73,9 @@ def load_state_dict_file(path: PathLike) -> "OrderedDict[str, torch.Tensor]":
         head = f.read(8)
     try:
         if head[:2] == b"PK" or head[:1] == _PICKLE_PROTO:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's notes on the pickle protocol: the error below says it all
+                warnings.simplefilter("ignore")
+                obj = torch.load(path, map_location="cpu", weights_only=True)
             if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
                 obj = obj["state_dict"]
             if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
