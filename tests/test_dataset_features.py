@@ -176,8 +176,9 @@ def _cli_args(video_folder: Path, outdir: Path, weights: dict):
             "--quiet", *CLI_SETTINGS]
 
 
-def test_cli_run_exits_1_and_names_the_failed_video(first_run, video_folder, weights, tmp_path):
-    proc = _cli(*_cli_args(video_folder, tmp_path / "out", weights))
+def test_cli_run_with_a_decoding_worker_exits_1_names_the_failed_video_and_equals_the_library(
+        first_run, video_folder, weights, tmp_path):
+    proc = _cli(*_cli_args(video_folder, tmp_path / "out", weights), "--workers", "1")
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 1, err
     assert "a/broken.mp4" in err and "Traceback" not in err

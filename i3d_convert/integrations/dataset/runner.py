@@ -9,6 +9,7 @@ manifest entry matches the source file, the settings and the weights.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,9 @@ ProgressFn = Callable[[int, int, int, str], None]
 @dataclass
 class FeatureJob:
     """One features run. ``rgb_weights``/``flow_weights``: a weights file, TF checkpoint or release
-    name (None: DeepMind's ImageNet-pretrained release of that stream). ``workers`` > 0 spawns
+    name (None: DeepMind's ImageNet-pretrained release of that stream). ``workers``: DataLoader
+    processes (None: 0 on the CPU, where the model already uses every core, and half the cores, at
+    most 4, with a GPU). More than 0 spawns
     DataLoader processes, so a script that calls this needs the ``if __name__ == "__main__":`` guard."""
 
     source: PathLike
@@ -44,7 +47,7 @@ class FeatureJob:
     rgb_weights: Optional[str] = None
     flow_weights: Optional[str] = None
     device: str = "auto"
-    workers: int = 0
+    workers: Optional[int] = None
     output_format: str = "auto"
     fail_fast: bool = False
     allow_non_finite: bool = False
@@ -168,14 +171,21 @@ def run_feature_job(job: FeatureJob) -> RunSummary:
                       outdir / manifest.MANIFEST_NAME, time.perf_counter() - start)
 
 
+def default_workers(device: torch.device) -> int:
+    """Decoding processes when none are asked for: none on the CPU (measured: no gain on 2 cores,
+    docs/benchmarks.md), half the cores (at most 4) beside a GPU."""
+    return 0 if device.type == "cpu" else min(4, max(1, (os.cpu_count() or 2) // 2))
+
+
 def _run_pending(job: FeatureJob, pending, models, identity, device, outdir: Path, context, skipped: int):
+    workers = default_workers(device) if job.workers is None else job.workers
     writer = manifest.PartWriter(outdir, context.rank, f"{int(time.time())}-{context.world_size}")
     # Workers are spawned, not forked: a fork of a process whose OpenMP/oneDNN threads have run (the
     # model, before this run) can inherit a held lock and hang in the child.
     loader = torch.utils.data.DataLoader(_PreparedVideos(pending, job.settings), batch_size=None,
-                                         num_workers=job.workers, collate_fn=_single,
-                                         worker_init_fn=_worker_init if job.workers else None,
-                                         multiprocessing_context="spawn" if job.workers else None)
+                                         num_workers=workers, collate_fn=_single,
+                                         worker_init_fn=_worker_init if workers else None,
+                                         multiprocessing_context="spawn" if workers else None)
     failures: List[Tuple[str, str]] = []
     computed = 0
     try:
