@@ -118,7 +118,7 @@ def register(app: typer.Typer) -> None:
         frames: Optional[int] = typer.Option(None, "--frames", help="Videos: use at most the first N frames (after --fps)."),
         output_format: str = typer.Option("auto", "--format", help="Folder outputs: auto (npy; safetensors for both), npy, safetensors."),
         device: str = typer.Option("auto", "--device", help="auto (cuda:LOCAL_RANK if present, else cpu), cpu or cuda."),
-        workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader processes decoding videos and computing flow while the model runs (default: 0 on the CPU, half the cores up to 4 with a GPU)."),
+        workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader processes decoding videos and computing flow while the model runs (default: CPU 0 for RGB, one per core up to 4 with flow; GPU half the cores up to 4)."),
         fail_fast: bool = typer.Option(False, "--fail-fast/--no-fail-fast", help="Stop at the first video that fails."),
         overwrite: bool = typer.Option(False, "--overwrite/--no-overwrite", help="Replace an existing .npy output."),
         allow_non_finite: bool = typer.Option(False, "--allow-non-finite/--no-allow-non-finite",

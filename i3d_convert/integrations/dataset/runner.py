@@ -37,8 +37,7 @@ ProgressFn = Callable[[int, int, int, str], None]
 class FeatureJob:
     """One features run. ``rgb_weights``/``flow_weights``: a weights file, TF checkpoint or release
     name (None: DeepMind's ImageNet-pretrained release of that stream). ``workers``: DataLoader
-    processes (None: 0 on the CPU, where the model already uses every core, and half the cores, at
-    most 4, with a GPU). More than 0 spawns
+    processes (None: :func:`default_workers`). More than 0 spawns
     DataLoader processes, so a script that calls this needs the ``if __name__ == "__main__":`` guard."""
 
     source: PathLike
@@ -171,14 +170,18 @@ def run_feature_job(job: FeatureJob) -> RunSummary:
                       outdir / manifest.MANIFEST_NAME, time.perf_counter() - start)
 
 
-def default_workers(device: torch.device) -> int:
-    """Decoding processes when none are asked for: none on the CPU (measured: no gain on 2 cores,
-    docs/benchmarks.md), half the cores (at most 4) beside a GPU."""
-    return 0 if device.type == "cpu" else min(4, max(1, (os.cpu_count() or 2) // 2))
+def default_workers(device: torch.device, streams) -> int:
+    """Decoding processes when none are asked for (measured on 2 cores, docs/benchmarks.md): RGB on
+    the CPU none (the model already uses every core); TV-L1 is single-threaded, so flow gets one per
+    core (at most 4); beside a GPU, half the cores (at most 4)."""
+    cores = os.cpu_count() or 2
+    if device.type != "cpu":
+        return min(4, max(1, cores // 2))
+    return min(4, cores) if "flow" in streams else 0
 
 
 def _run_pending(job: FeatureJob, pending, models, identity, device, outdir: Path, context, skipped: int):
-    workers = default_workers(device) if job.workers is None else job.workers
+    workers = default_workers(device, job.settings.streams) if job.workers is None else job.workers
     writer = manifest.PartWriter(outdir, context.rank, f"{int(time.time())}-{context.world_size}")
     # Workers are spawned, not forked: a fork of a process whose OpenMP/oneDNN threads have run (the
     # model, before this run) can inherit a held lock and hang in the child.
