@@ -29,7 +29,6 @@ class SingleRun:
 
 def _clip_features(run: SingleRun, dev):
     """``(features, windows, clip description)`` of a .npy clip array (RGB or flow by its channels)."""
-    from i3d_convert import architecture as arch
     from i3d_convert.integrations.dataset.models import final_endpoint_for
     from i3d_convert.integrations.features import extract_features
     from i3d_convert.integrations.hub import i3d
@@ -37,8 +36,7 @@ def _clip_features(run: SingleRun, dev):
 
     clips = load_clips(run.source)
     endpoint = run.settings.endpoint
-    final = arch.LOGITS_NAME if endpoint == arch.LOGITS_NAME else final_endpoint_for(endpoint)
-    model = i3d(run.release, weights=run.weights, progress=False, final_endpoint=final,
+    model = i3d(run.release, weights=run.weights, progress=False, final_endpoint=final_endpoint_for(endpoint),
                 allow_non_finite=run.allow_non_finite).to(dev)
     result = extract_features(model, clips, endpoint=endpoint, window=run.settings.window, stride=run.settings.stride,
                               batch_size=run.settings.batch_size, device=dev, path=run.source)

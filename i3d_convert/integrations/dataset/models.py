@@ -54,7 +54,7 @@ def load_stream_model(stream: str, spec: Optional[str], endpoint: str, device: t
     if spec in RELEASES and not path.exists():
         path = cached_release_weights(spec, progress=None)
     model = i3d(DEFAULT_RELEASE[stream], weights=path, progress=False, allow_non_finite=allow_non_finite,
-                final_endpoint=final_endpoint_for(endpoint) if endpoint != arch.LOGITS_NAME else arch.LOGITS_NAME)
+                final_endpoint=final_endpoint_for(endpoint))
     expected = arch.RGB_CHANNELS if stream == "rgb" else arch.FLOW_CHANNELS
     if model.in_channels != expected:
         raise I3DConvertError(f"the {stream} stream needs weights for {expected} input channels; "
