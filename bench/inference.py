@@ -17,6 +17,11 @@ rounds (so a burst of load from other jobs lands on every path, not on one):
 * ``--bf16``: the default model under ``torch.autocast("cpu", torch.bfloat16)``
   (opt-in, not exact; its accuracy on real weights is bench/bf16_accuracy.py's).
 
+The process runs as the CLI does: ``i3d_convert.device.reuse_freed_memory()``
+(glibc keeps freed memory, so a forward does not page-fault its activations
+again; ``--default-malloc`` leaves malloc alone). Each path's minor page faults
+per call are printed next to its time.
+
 FLOPs are counted from the model (2 x multiply-adds of every convolution). The
 output starts with the CPU model, its SIMD flags (AVX2 / AVX-512 / bf16 / AMX),
 threads and load average; ``--json-out FILE`` appends one machine-tagged JSON
@@ -31,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -45,6 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe, machine_info  # noqa: E402
 
 from i3d_convert import InceptionI3d  # noqa: E402
+from i3d_convert.device import reuse_freed_memory  # noqa: E402
 from i3d_convert.conversion.synthetic import calibrated_state_dict, random_clip  # noqa: E402
 from i3d_convert.models.ports import PiergiajI3D  # noqa: E402
 from i3d_convert.names.layouts import to_layout  # noqa: E402
@@ -71,20 +78,25 @@ def count_flops(model: InceptionI3d, clip: torch.Tensor) -> float:
     return float(total[0])
 
 
-def interleaved(paths: Dict[str, Callable[[], object]], repeats: int) -> Tuple[Dict[str, List[float]], List[float]]:
-    """Seconds of each path per round (one call each, order rotated every round) and the 1-min load per round."""
+def interleaved(paths: Dict[str, Callable[[], object]], repeats: int
+                ) -> Tuple[Dict[str, List[float]], List[float], Dict[str, float]]:
+    """Seconds of each path per round (one call each, order rotated every round), the 1-min load
+    per round, and each path's minor page faults per call (the process's, during that call)."""
     for fn in paths.values():
         fn()  # warm-up: oneDNN primitive creation, folded weights, graph tracing
     names = list(paths)
     times: Dict[str, List[float]] = {name: [] for name in names}
+    faults = {name: 0 for name in names}
     loads = []
     for r in range(repeats):
         for name in names[r % len(names):] + names[: r % len(names)]:
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             start = time.perf_counter()
             paths[name]()
             times[name].append(time.perf_counter() - start)
+            faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
         loads.append(os.getloadavg()[0])
-    return times, loads
+    return times, loads, {name: count / repeats for name, count in faults.items()}
 
 
 def tensorflow_graph(state: Dict[str, torch.Tensor], threads: int):
@@ -149,10 +161,13 @@ def main() -> None:
     parser.add_argument("--tf-eager", action="store_true", help="also time TF eagerly (tf_forward, as verify runs it)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive port")
     parser.add_argument("--bf16", action="store_true", help="also time bfloat16 autocast (opt-in, not exact)")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's malloc as it is (the CLI applies i3d_convert.device.reuse_freed_memory)")
     parser.add_argument("--json-out", type=Path, help="append one machine-tagged JSON row to this file")
     args = parser.parse_args()
     shape = parse_shape(args.shape)
     torch.set_num_threads(args.threads)
+    reusing = False if args.default_malloc else reuse_freed_memory()
 
     state = calibrated_state_dict(seed=0)
     clip = random_clip(shape, seed=1)
@@ -166,24 +181,25 @@ def main() -> None:
     print(f"clip {args.shape} float32, {flops / 1e9:.1f} GFLOP per batch; {args.repeats} interleaved rounds"
           + "".join(f"; {k} {v:.2e}" for k, v in notes.items()))
     with torch.inference_mode():
-        times, loads = interleaved(paths, args.repeats)
+        times, loads, faults = interleaved(paths, args.repeats)
     ours = statistics.median(times["i3d_convert"])
     mm_gflops = 2 * MATMUL_N**3 / statistics.median(times[MATMUL]) / 1e9
-    print(f"load average (1 min) during the rounds: {min(loads):.2f}-{max(loads):.2f}")
-    print(f"\n{'path':36s} {'median s':>9s} {'min s':>8s} {'clips/s':>8s} {'GFLOP/s':>8s} {'i3d_convert x as fast':>22s}")
+    print(f"load average (1 min) during the rounds: {min(loads):.2f}-{max(loads):.2f}; "
+          f"freed memory reused (glibc mallopt, as the CLI runs): {reusing}")
+    print(f"\n{'path':36s} {'median s':>9s} {'min s':>8s} {'clips/s':>8s} {'GFLOP/s':>8s} {'i3d_convert x as fast':>22s} {'faults/call':>11s}")
     rows = {}
     for name, t in times.items():
         med = statistics.median(t)
         if name == MATMUL:
-            rows[name] = {"median_s": med, "gflops": mm_gflops}
+            rows[name] = {"median_s": med, "gflops": mm_gflops, "minor_faults_per_call": faults[name]}
             continue
         rows[name] = {"median_s": med, "min_s": min(t), "clips_per_s": shape[0] / med, "gflops": flops / med / 1e9,
-                      "i3d_convert_speedup": med / ours, "times_s": t}
+                      "i3d_convert_speedup": med / ours, "times_s": t, "minor_faults_per_call": faults[name]}
         print(f"{name:36s} {med:9.3f} {min(t):8.3f} {shape[0] / med:8.2f} {flops / med / 1e9:8.1f} "
-              f"{med / ours:21.2f}x")
+              f"{med / ours:21.2f}x {faults[name]:11.0f}")
     print(f"{MATMUL}: {mm_gflops:.1f} GFLOP/s (median); i3d_convert reaches {flops / ours / 1e9 / mm_gflops:.0%} of it")
     row = {"bench": "inference", "shape": args.shape, "gflop_per_batch": flops / 1e9, "repeats": args.repeats,
-           "machine": info, "load_average_rounds": loads, "paths": rows, **notes}
+           "machine": info, "load_average_rounds": loads, "reuse_freed_memory": reusing, "paths": rows, **notes}
     if args.json_out:
         with open(args.json_out, "a") as f:
             f.write(json.dumps(row) + "\n")

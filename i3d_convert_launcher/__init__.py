@@ -29,6 +29,9 @@ def _launch(module: str, prog: str) -> None:
         signal.signal(signum, _on_signal)
     try:
         main = importlib.import_module(module).main
+        # A console script owns its process: keep freed memory for the next forward (0 page
+        # faults per forward instead of 38k-339k; see i3d_convert.device.reuse_freed_memory).
+        importlib.import_module("i3d_convert.device").reuse_freed_memory()
         if _pending[0]:
             raise KeyboardInterrupt
         main()
