@@ -118,3 +118,25 @@ def test_biased_covariance_presets_give_the_feature_stats_distance_in_float64(na
     expected = _cdfvd_distance(real, fake)
     assert isinstance(value, float) and abs(value - expected) <= 1e-9 * expected
     assert abs(unbiased - expected) > 1e-4 * expected  # an N-1 covariance would be told apart
+
+
+def test_common_metrics_styleganv_resizes_shorter_side_crops_then_maps_minus_half_times_two():
+    """JunyaoHu fvd/styleganv/fvd.py: x in [0, 1], bilinear shorter side to 224 (longer side ceil), centre crop, (x - 0.5) * 2."""
+    videos = _videos(5, (2, 9, 30, 40, 3))  # shorter side 30 -> 224, longer 40 -> ceil(298.67) = 299
+    scaled = _resize(videos.astype(np.float64) / 255, (224, 299), _bilinear_weights)
+    expected = (scaled[:, :, :, (299 - 224) // 2:(299 - 224) // 2 + 224] - 0.5) * 2
+    ours = PROTOCOLS["common-metrics-styleganv"].preprocess(videos).numpy()
+    np.testing.assert_allclose(ours, _as_network_input(expected), rtol=0, atol=1e-5)
+
+
+def test_common_metrics_styleganv_distance_is_the_unbiased_covariance_one_in_float64():
+    rng = np.random.default_rng(6)
+    real = rng.standard_normal((120, 16)).astype(np.float32)
+    fake = (rng.standard_normal((90, 16)) * 1.2 + 0.1).astype(np.float32)
+    value = distance(*(FVDStats(metadata={"protocol": "common-metrics-styleganv", "weights": {"sha256": "0" * 64}})
+                       .update(features) for features in (real, fake)))
+    (mu_r, mu_f), (sigma_r, sigma_f) = ((x.astype(np.float64).mean(0) for x in (real, fake)),
+                                        (np.cov(x.astype(np.float64), rowvar=False) for x in (real, fake)))
+    root_trace = np.sqrt(np.linalg.eigvals(sigma_r @ sigma_f).real.clip(min=0)).sum()
+    expected = float(np.square(mu_r - mu_f).sum() + np.trace(sigma_r + sigma_f) - 2 * root_trace)
+    assert isinstance(value, float) and abs(value - expected) <= 1e-9 * expected

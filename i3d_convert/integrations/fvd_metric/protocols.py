@@ -121,6 +121,10 @@ PROTOCOLS: Dict[str, Protocol] = {p.name: p for p in (
     Protocol("stylegan-v", "torch", "rescale_first", 1e-3, 0, "float64", "float64",
              "StyleGAN-V fvd2048_16f: x/255*2-1, resize inside its TorchScript (its code is not public: torch "
              "bilinear to 224x224 without antialias assumed), biased /N covariance, float64"),
+    Protocol("common-metrics-styleganv", "torch_shorter_crop", "videogpt", 1e-3, 1, "float64", "float64",
+             "JunyaoHu common_metrics_on_video_quality, styleganv method: torch bilinear shorter side to 224 + "
+             "centre crop, (x/255-0.5)*2, StyleGAN-V's TorchScript (batch-norm eps 1e-3), np.cov (N-1), "
+             "scipy sqrtm in float64"),
     Protocol("cd-fvd", "torch", "reference", 1e-5, 0, "float64", "float64",
              "cd-fvd i3d on arrays (compute_fvd, add_real_stats): torch bilinear straight to 224x224, 2x/255-1, "
              "TATS port (batch-norm eps 1e-5), biased /N covariance, scipy sqrtm in float64"),
