@@ -206,7 +206,7 @@ def test_gif_and_weights_give_a_one_stream_report_as_json(synthetic_checkpoint, 
 @pytest.mark.parametrize("args, message", [
     (("--eval-type", "rgb600", "--imagenet-pretrained"), "no ImageNet-pretrained Kinetics-600"),
     (("--eval-type", "rgb2"), "unknown eval type"),
-    (("--eval-type", "joint", "--gif", "clip.gif", "--samples-dir", "."), "one --input clip feeds one stream"),
+    (("--eval-type", "joint", "--gif", "clip.gif", "--samples-dir", "."), "one clip feeds one stream"),
 ])
 def test_flag_errors_are_one_line_messages(args, message, sample_cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

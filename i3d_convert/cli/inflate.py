@@ -67,9 +67,14 @@ def inflate_command(
                      num_classes=num_classes, reinit_logits=reinit_logits, seed=seed, time_kernel=time_kernel)
     check_finite(result.state_dict, source, allow_non_finite=allow_non_finite)  # inflate() does not check
     save_state_dict(result.state_dict, output, result.metadata, fmt=fmt, overwrite=overwrite)
-    seconds = time.perf_counter() - start
+    _report(result, source, output, time.perf_counter() - start, as_json, quiet)
+
+
+def _report(result, source: Path, output: Path, seconds: float, as_json: bool, quiet: bool) -> None:
+    """The JSON summary, or what was written, how the logits and stem were made and what was dropped."""
+    mode = result.metadata.get("mode", "")
     if as_json:
-        summary = {
+        print_json({
             "output": str(output),
             "source": str(source),
             "source_format": result.source_format,
@@ -80,8 +85,7 @@ def inflate_command(
             "dropped": result.dropped,
             "seconds": round(seconds, 3),
             "metadata": result.metadata,
-        }
-        print_json(summary)
+        })
     elif not quiet:
         console = make_console()
         console.print(
