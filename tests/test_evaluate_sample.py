@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -60,19 +59,17 @@ def sample_cli(capsys):
     import typer
 
     from i3d_convert.cli import verify as cli_verify
+    from i3d_convert.cli.common import run_app
 
     app = typer.Typer(pretty_exceptions_enable=False)
     cli_verify.register(app)
 
     def run(*args):
         try:
-            app(args=[str(a) for a in args], prog_name="i3d-convert")
+            run_app(app, "i3d-convert", [str(a) for a in args])
             code = 0
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        except I3DConvertError as exc:
-            sys.stderr.write(f"i3d-convert: error: {exc}\n")
-            code = 1
         captured = capsys.readouterr()
         return code, captured.out, captured.err
 
