@@ -31,7 +31,7 @@ from i3d_convert.verification.evaluate_sample import (
 )
 from i3d_convert.verification.sample_report import format_report, format_sample_report, parse_report
 
-from conftest import KINETICS_FIXTURES, requires_shared
+from conftest import KINETICS_FIXTURES, cli_runner, requires_shared
 
 TF_V1 = KINETICS_FIXTURES / "reference-outputs" / "tf_v1"
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
@@ -63,17 +63,7 @@ def sample_cli(capsys):
 
     app = typer.Typer(pretty_exceptions_enable=False)
     cli_verify.register(app)
-
-    def run(*args):
-        try:
-            run_app(app, "i3d-convert", [str(a) for a in args])
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
+    return cli_runner(lambda argv: run_app(app, "i3d-convert", argv), capsys)
 
 
 # --------------------------------------------------------------------------- the seven published files
