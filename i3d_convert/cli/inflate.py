@@ -15,7 +15,7 @@ from typing import List, Optional
 
 import typer
 
-from i3d_convert.cli.common import print_json, run_app
+from i3d_convert.cli.common import AllowNonFinite, JsonSummary, Overwrite, Quiet, print_json, run_app
 from i3d_convert.cli.output import APP_SETTINGS, make_console
 
 PROG = "i3d-inflate"
@@ -50,11 +50,8 @@ def inflate_command(
         None, "--time-kernel", help="timm sources only: temporal size of every conv larger than 1x1 (default 3)."
     ),
     fmt: Optional[str] = typer.Option(None, "--format", help="safetensors (default) or pt; default from the suffix."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
-    allow_non_finite: bool = typer.Option(False, "--allow-non-finite/--no-allow-non-finite",
-                                          help="Write weights with NaN or inf values (with a warning) instead of failing."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on success."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+    overwrite: Overwrite = False, allow_non_finite: AllowNonFinite = False,
+    quiet: Quiet = False, as_json: JsonSummary = False,
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors."),
 ) -> None:
     """Inflate a 2D checkpoint into 3D weights; the output loads into InceptionI3d with strict=True."""
@@ -70,9 +67,14 @@ def inflate_command(
                      num_classes=num_classes, reinit_logits=reinit_logits, seed=seed, time_kernel=time_kernel)
     check_finite(result.state_dict, source, allow_non_finite=allow_non_finite)  # inflate() does not check
     save_state_dict(result.state_dict, output, result.metadata, fmt=fmt, overwrite=overwrite)
-    seconds = time.perf_counter() - start
+    _report(result, source, output, time.perf_counter() - start, as_json, quiet)
+
+
+def _report(result, source: Path, output: Path, seconds: float, as_json: bool, quiet: bool) -> None:
+    """The JSON summary, or what was written, how the logits and stem were made and what was dropped."""
+    mode = result.metadata.get("mode", "")
     if as_json:
-        summary = {
+        print_json({
             "output": str(output),
             "source": str(source),
             "source_format": result.source_format,
@@ -83,8 +85,7 @@ def inflate_command(
             "dropped": result.dropped,
             "seconds": round(seconds, 3),
             "metadata": result.metadata,
-        }
-        print_json(summary)
+        })
     elif not quiet:
         console = make_console()
         console.print(

@@ -18,7 +18,7 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from i3d_convert import architecture as arch
 from i3d_convert.conversion.tf_to_torch import load_state_dict_file, sha256_of_files
 from i3d_convert.errors import I3DConvertError, MappingError
 from i3d_convert.inflation.modules import TimeKernels, inflate_module, temporal_plan
-from i3d_convert.inflation.recipe import check_mode, inflate_weights, time_kernels
+from i3d_convert.inflation.recipe import InflationOptions, check_mode, inflate_weights, time_kernels
 from i3d_convert.inflation.sources import (
     SOURCE_FORMATS, TIMM_PREFIX, Weights2D, detect_source_format, read_slim, read_torchvision, slim_to_2d,
     torchvision_to_2d,
@@ -61,18 +61,13 @@ def _torch_state(arrays: Mapping[str, np.ndarray], in_channels: int, num_classes
     return state, mapped.sources
 
 
-def inflate_source(
-    weights: Weights2D,
-    *,
-    mode: str = "mean",
-    in_channels: int = arch.RGB_CHANNELS,
-    num_classes: Optional[int] = None,
-    reinit_logits: bool = False,
-    seed: int = 0,
-) -> InflationResult:
-    """:class:`Weights2D` -> an :class:`~i3d_convert.models.i3d.InceptionI3d` state_dict (strict) with provenance."""
-    inflated = inflate_weights(weights, mode=mode, in_channels=in_channels, num_classes=num_classes,
-                               reinit_logits=reinit_logits, seed=seed)
+def inflate_source(weights: Weights2D, options: Optional[InflationOptions] = None, **settings: Any) -> InflationResult:
+    """:class:`Weights2D` -> an :class:`~i3d_convert.models.i3d.InceptionI3d` state_dict (strict) with provenance.
+
+    ``options``/``settings``: :class:`~i3d_convert.inflation.recipe.InflationOptions`, as :func:`inflate_weights`.
+    """
+    opts = InflationOptions.of(options, settings)
+    inflated = inflate_weights(weights, opts)
     state, tf_names = _torch_state(inflated.arrays, inflated.in_channels, inflated.num_classes, weights.path)
     sources = {key: inflated.sources.get(tf_name, ()) for key, tf_name in tf_names.items()}
     metadata = {
@@ -80,7 +75,7 @@ def inflate_source(
         "architecture": "InceptionI3d",
         "source_format": weights.source_format,
         "source_checkpoint": weights.path or "",
-        "mode": mode,
+        "mode": opts.mode,
         "in_channels": str(inflated.in_channels),
         "num_classes": str(inflated.num_classes),
         "bn_eps": repr(arch.BN_EPS),
@@ -139,8 +134,8 @@ def inflate(
         data_files = [Path(source)]
     else:
         raise I3DConvertError(f"unknown source format {fmt!r}; use one of {', '.join(SOURCE_FORMATS)}")
-    result = inflate_source(weights, mode=mode, in_channels=in_channels, num_classes=num_classes,
-                            reinit_logits=reinit_logits, seed=seed)
+    result = inflate_source(weights, InflationOptions(mode=mode, in_channels=in_channels, num_classes=num_classes,
+                                                      reinit_logits=reinit_logits, seed=seed))
     result.metadata["source_sha256"] = sha256_of_files(data_files)
     return result
 

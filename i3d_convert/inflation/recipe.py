@@ -14,8 +14,8 @@ choices (flow stem, logits) and the measured numbers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from dataclasses import dataclass, replace
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -102,6 +102,31 @@ def check_mode(mode: str) -> None:
         raise I3DConvertError(f"unknown mode {mode!r}; use one of {', '.join(MODES)}")
 
 
+@dataclass(frozen=True)
+class InflationOptions:
+    """How a 2D Inception-v1 becomes I3D (see :func:`inflate_weights`).
+
+    mode: ``mean`` or ``center`` (:func:`inflate_kernel`). in_channels: 3 (RGB) or 2
+    (flow; the stem per :func:`adapt_stem_channels`). num_classes: ``None`` keeps the
+    ImageNet head. reinit_logits: a new head even when the class count matches.
+    seed: seed of a new head (:func:`new_logits`).
+    """
+
+    mode: str = "mean"
+    in_channels: int = arch.RGB_CHANNELS
+    num_classes: Optional[int] = None
+    reinit_logits: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_mode(self.mode)
+
+    @classmethod
+    def of(cls, options: Optional["InflationOptions"], keywords: Dict[str, Any]) -> "InflationOptions":
+        """``options`` (or the defaults) with ``keywords`` replacing fields; an unknown keyword is a TypeError."""
+        return replace(options if options is not None else cls(), **keywords)
+
+
 @dataclass
 class InflatedArrays:
     """:func:`inflate_weights`' result: I3D TF-named arrays plus what was done."""
@@ -115,16 +140,11 @@ class InflatedArrays:
     sources: Dict[str, Tuple[str, ...]]  # I3D TF name -> source tensors
 
 
-def inflate_weights(
-    weights: Weights2D,
-    *,
-    mode: str = "mean",
-    in_channels: int = arch.RGB_CHANNELS,
-    num_classes: Optional[int] = None,
-    reinit_logits: bool = False,
-    seed: int = 0,
-) -> InflatedArrays:
+def inflate_weights(weights: Weights2D, options: Optional[InflationOptions] = None, **settings: Any) -> InflatedArrays:
     """Inflate a 2D Inception-v1 into I3D's TF-named arrays.
+
+    The settings are the fields of :class:`InflationOptions`, given as ``options``
+    and/or as keywords (``inflate_weights(w, num_classes=400)``; keywords override).
 
     Temporal kernel sizes come from :func:`time_kernels` (the architecture table).
     ``num_classes=None`` keeps the ImageNet head with 1000 classes (slim's
@@ -132,7 +152,8 @@ def inflate_weights(
     slim, 1000 for torchvision) carries the head over; any other count, or
     ``reinit_logits``, makes a new head with :func:`new_logits` (``seed``).
     """
-    check_mode(mode)
+    opts = InflationOptions.of(options, settings)
+    mode, in_channels, num_classes, seed = opts.mode, opts.in_channels, opts.num_classes, opts.seed
     source_imagenet = weights.num_classes - (1 if weights.background_class else 0)
     target = source_imagenet if num_classes is None else int(num_classes)
     if target < 1:
@@ -158,9 +179,9 @@ def inflate_weights(
             f"{source_channels}->{in_channels} channels: each new channel = sum of the source's "
             f"{source_channels} channels / {in_channels} (grey-equivalent)")
     w, b = weights.arrays[w_name], weights.arrays[b_name]
-    if not reinit_logits and target == weights.num_classes:
+    if not opts.reinit_logits and target == weights.num_classes:
         logits = f"carried over from the source's {target}-class head"
-    elif not reinit_logits and weights.background_class and target == source_imagenet:
+    elif not opts.reinit_logits and weights.background_class and target == source_imagenet:
         w, b = w[..., 1:], b[1:]
         logits = f"carried over from the source's head with its background class 0 dropped ({target} ImageNet classes)"
     else:

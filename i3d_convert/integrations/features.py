@@ -113,10 +113,10 @@ def extract_features(
     clips = validate_clips(clips, path, getattr(model, "in_channels", None))
     stride = window if stride is None else stride
     if batch_size < 1:
-        raise I3DConvertError(f"batch size must be at least 1, got {batch_size}")
+        raise I3DConvertError(f"batch_size must be at least 1, got {batch_size}")
     n_clips, n_frames, height, width, _ = clips.shape
     if n_frames < window:  # never shrink the window silently: the rows would not be what was asked for
-        smallest = arch.min_logits_input()[0] if endpoint == arch.LOGITS_NAME else 1
+        smallest = arch.MIN_LOGITS_FRAMES if endpoint == arch.LOGITS_NAME else 1
         raise I3DConvertError(f"the clip has {n_frames} frames, fewer than the window of {window}; use a window "
                               f"of {smallest} to {n_frames} frames ({endpoint} needs at least {smallest})", path)
     starts = window_starts(n_frames, window, stride)

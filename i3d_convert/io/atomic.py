@@ -96,7 +96,7 @@ def check_output_path(path: "str | os.PathLike[str]", overwrite: bool = False,
     if _is_an_input(path, inputs):
         raise I3DConvertError("output would overwrite one of this command's own inputs", path)
     if path.exists() and not overwrite:
-        raise OutputExistsError("output exists; pass --overwrite to replace it", path)
+        raise OutputExistsError("output exists; pass overwrite=True to replace it", path)
     if path.parent.exists() and not path.parent.is_dir():
         raise I3DConvertError("output folder is a file, not a folder", path.parent)
     if not path.parent.is_dir():
@@ -137,10 +137,10 @@ def _move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
     try:
         os.link(tmp, path)
     except FileExistsError:
-        raise OutputExistsError("output exists; pass --overwrite to replace it", path) from None
+        raise OutputExistsError("output exists; pass overwrite=True to replace it", path) from None
     except OSError as exc:  # file systems without hard links
         if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
             raise
         if path.exists():
-            raise OutputExistsError("output exists; pass --overwrite to replace it", path) from None
+            raise OutputExistsError("output exists; pass overwrite=True to replace it", path) from None
         os.replace(tmp, path)

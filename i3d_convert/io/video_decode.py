@@ -100,11 +100,6 @@ def _import_pil(path: str) -> Any:
     return Image
 
 
-# Frame sources. Each yields (frame_object, pts) with pts in exact seconds, then
-# sets .end (the last frame's pts + duration); to_rgb(frame_object) converts a
-# frame to [H, W, 3] uint8 RGB, called only for frames that are emitted.
-
-
 def _autorotate(rgb: np.ndarray, rotation: Optional[float]) -> np.ndarray:
     """Apply the display-matrix rotation like the ffmpeg CLI's autorotate.
 
@@ -120,11 +115,19 @@ def _autorotate(rgb: np.ndarray, rotation: Optional[float]) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(rgb, k=k % 4))
 
 
-class _AvSource:
-    def __init__(self, path: str, threads: int) -> None:
+class _FrameSource:
+    """A frame source: iterating yields ``(frame_object, pts)`` with pts in exact seconds, then sets ``end``
+    (the last frame's pts + duration). A subclass's ``to_rgb(frame_object)`` converts a frame to
+    ``[H, W, 3]`` uint8 RGB; it is called only for the frames that are emitted."""
+
+    def __init__(self, path: str, options: DecodeOptions) -> None:
         self.path = path
-        self.threads = threads
+        self.options = options
         self.end: Optional[Fraction] = None
+
+
+class _AvSource(_FrameSource):
+    """A video file through PyAV (``options.threads`` decoding threads)."""
 
     @staticmethod
     def to_rgb(frame: Any) -> np.ndarray:
@@ -137,7 +140,7 @@ class _AvSource:
             if stream.codec_context is None:
                 raise DecodeError(self.path, "unsupported codec: no decoder available")
             stream.thread_type = "AUTO"
-            stream.codec_context.thread_count = self.threads
+            stream.codec_context.thread_count = self.options.threads
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             default_dur = Fraction(1) / Fraction(rate) if rate else Fraction(1, 25)
             yield from self._timed_frames(av, container, stream, default_dur)
@@ -183,15 +186,11 @@ def _open_av(av: Any, path: str) -> Any:
     return container
 
 
-class _PilSource:
-    def __init__(self, path: str, still_fps: Fraction) -> None:
-        self.path = path
-        self.still_fps = still_fps
-        self.end: Optional[Fraction] = None
+class _PilSource(_FrameSource):
+    """An animation or still image through Pillow; its frames are RGB arrays already. A still lasts
+    one frame of ``options.image_folder_fps``."""
 
-    @staticmethod
-    def to_rgb(frame: Any) -> np.ndarray:
-        return frame
+    to_rgb = staticmethod(np.asarray)
 
     def __iter__(self) -> Iterator[tuple]:
         image_module = _import_pil(self.path)
@@ -207,7 +206,7 @@ class _PilSource:
                         ms = frame.info.get("duration") or 0
                         duration = Fraction(ms if ms > 0 else _GIF_DEFAULT_MS) / 1000
                     else:
-                        duration = 1 / self.still_fps
+                        duration = 1 / _as_fraction(self.options.image_folder_fps)
                     n += 1
                     yield rgb, t
                     t += duration
@@ -230,14 +229,12 @@ def _open_image(image_module: Any, path: str) -> Any:
     return im
 
 
-class _FolderSource:
-    def __init__(self, path: str, fps: Fraction) -> None:
-        self.path = path
-        self.fps = fps
-        self.end: Optional[Fraction] = None
+class _FolderSource(_FrameSource):
+    """A folder of image files, one frame each at ``options.image_folder_fps``; a file is read only when
+    its frame is emitted."""
 
     @staticmethod
-    def to_rgb(frame: Any) -> np.ndarray:
+    def to_rgb(frame: "_LazyImage") -> np.ndarray:
         return frame.load()
 
     def files(self) -> List[str]:
@@ -249,10 +246,10 @@ class _FolderSource:
         return [os.path.join(self.path, n) for n in sorted(names, key=_natural_key)]
 
     def __iter__(self) -> Iterator[tuple]:
-        files = self.files()
+        files, fps = self.files(), _as_fraction(self.options.image_folder_fps)
         for i, f in enumerate(files):
-            yield _LazyImage(f), Fraction(i) / self.fps
-        self.end = Fraction(len(files)) / self.fps
+            yield _LazyImage(f), Fraction(i) / fps
+        self.end = Fraction(len(files)) / fps
 
 
 class _LazyImage:
@@ -269,16 +266,16 @@ class _LazyImage:
                 raise DecodeError(self.path, f"corrupt image ({_short(e)})") from None
 
 
-def _source(path: str, options: DecodeOptions) -> Any:
+def _source(path: str, options: DecodeOptions) -> _FrameSource:
     if not os.path.exists(path):
         raise DecodeError(path, "not found")
     if os.path.isdir(path):
-        return _FolderSource(path, _as_fraction(options.image_folder_fps))
+        return _FolderSource(path, options)
     if os.path.getsize(path) == 0:
         raise DecodeError(path, "not a video: empty file")
     if os.path.splitext(path)[1].lower() in _PIL_EXTS:
-        return _PilSource(path, _as_fraction(options.image_folder_fps))
-    return _AvSource(path, options.threads)
+        return _PilSource(path, options)
+    return _AvSource(path, options)
 
 
 class _FrameConverter:

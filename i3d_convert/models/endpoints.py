@@ -1,4 +1,5 @@
-"""Running a network endpoint by endpoint (shared by the 3D I3D and its 2D twin)."""
+"""Running a network endpoint by endpoint, and an inception block branch by branch (shared by the 3D I3D
+and its 2D twin)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,14 @@ def run_endpoints(model: nn.Module, endpoint_names: Sequence[str], x: torch.Tens
             if len(out) == len(wanted):
                 break
     return out
+
+
+def run_branches(x: torch.Tensor, branches: Iterable[Sequence[nn.Module]]) -> torch.Tensor:
+    """An inception block: ``x`` through each branch's layers in order, the outputs concatenated on channels (dim 1)."""
+    outputs = []
+    for layers in branches:
+        y = x
+        for layer in layers:
+            y = layer(y)
+        outputs.append(y)
+    return torch.cat(outputs, dim=1)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from i3d_convert import architecture as arch
-from i3d_convert.models.endpoints import run_endpoints
+from i3d_convert.models.endpoints import run_branches, run_endpoints
 from i3d_convert.names.slim import SLIM_SCOPE, slim_name
 
 Pair = Tuple[int, int]
@@ -113,13 +113,7 @@ class Mixed2D(nn.Module):
             self._paths[int(branch[-1])].append(layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs = []
-        for layers in self._paths:
-            y = x
-            for layer in layers:
-                y = layer(y)
-            outputs.append(y)
-        return torch.cat(outputs, dim=1)
+        return run_branches(x, self._paths)
 
 
 class Logits2D(nn.Module):

@@ -17,7 +17,7 @@ from torch import nn
 
 from i3d_convert import architecture as arch
 from i3d_convert.architecture import Triple
-from i3d_convert.models.endpoints import run_endpoints
+from i3d_convert.models.endpoints import run_branches, run_endpoints
 
 
 def _same_pads(sizes: Sequence[int], kernel: Triple, stride: Triple) -> List[Tuple[int, int]]:
@@ -229,13 +229,7 @@ class Mixed(nn.Module):
         self._branch_3 = [getattr(self.Branch_3, arch.MIXED_POOL_NAME), self.Branch_3.Conv3d_0b_1x1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs = []
-        for layers in self._branches + [self._branch_3]:
-            y = x
-            for layer in layers:
-                y = layer(y)
-            outputs.append(y)
-        return torch.cat(outputs, dim=1)
+        return run_branches(x, self._branches + [self._branch_3])
 
 
 class Logits(nn.Module):

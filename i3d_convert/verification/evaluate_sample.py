@@ -73,7 +73,7 @@ def plan(eval_type: str, imagenet_pretrained: Optional[bool] = None) -> Tuple[Li
     if eval_type == "rgb600":
         if imagenet_pretrained:
             raise I3DConvertError("no ImageNet-pretrained Kinetics-600 checkpoint was released; "
-                                  "use --no-imagenet-pretrained with --eval-type rgb600")
+                                  "use imagenet_pretrained=False with eval_type=rgb600")
         return [Stream("rgb", "rgb_scratch_kin600")], arch.NUM_CLASSES_600
     pretraining = "imagenet" if imagenet_pretrained is None or imagenet_pretrained else "scratch"
     streams = ("rgb", "flow") if eval_type == "joint" else (eval_type,)
@@ -93,7 +93,7 @@ def samples_folder(samples_dir: Optional[PathLike] = None) -> Path:
         env = os.environ.get(SAMPLES_ENV)
         if not env:
             raise I3DConvertError(
-                f"where are DeepMind's sample clips? pass --samples-dir DIR or set {SAMPLES_ENV} to a folder "
+                f"where are DeepMind's sample clips? pass samples_dir=DIR or set {SAMPLES_ENV} to a folder "
                 f"holding {SAMPLE_NPY['rgb']} and {SAMPLE_NPY['flow']} (a kinetics-i3d clone's data/)")
         samples_dir = env
     path = Path(samples_dir)
@@ -196,8 +196,8 @@ def _models_from_lookup(eval_type: Optional[str], imagenet_pretrained: Optional[
     eval_type = eval_type or ("rgb" if clip is not None else "joint")
     streams, num_classes = plan(eval_type, imagenet_pretrained)
     if clip is not None and len(streams) != 1:
-        raise I3DConvertError("one --input clip feeds one stream; joint needs the RGB and flow .npy samples "
-                              "(--samples-dir)", clip)
+        raise I3DConvertError("one clip feeds one stream; joint needs the RGB and flow .npy samples "
+                              "(samples_dir=DIR)", clip)
     roots = roots_of()
     models: _Loaded = []
     for s in streams:
@@ -289,8 +289,8 @@ def evaluate_sample(eval_type: Optional[str] = None, imagenet_pretrained: Option
         eval_type, models, num_classes = _models_from_lookup(eval_type, imagenet_pretrained, roots, clip, bn_eps,
                                                             allow_non_finite)
     if clip is not None and len(models) != 1:
-        raise I3DConvertError("one --input clip feeds one stream; joint needs the RGB and flow .npy samples "
-                              "(--samples-dir)", clip)
+        raise I3DConvertError("one clip feeds one stream; joint needs the RGB and flow .npy samples "
+                              "(samples_dir=DIR)", clip)
     total = None
     checkpoints: Dict[str, str] = {}
     descriptions: Dict[str, str] = {}

@@ -22,7 +22,7 @@ from i3d_convert.errors import I3DConvertError
 from i3d_convert.integrations.fvd import FVD_RESOLUTION, preprocess_for_fvd
 
 #: The network's smallest clip: Logits' [2, 7, 7] average pool needs 2 time steps at Mixed_5c.
-MIN_FRAMES = 9
+from i3d_convert.architecture import MIN_LOGITS_FRAMES as MIN_FRAMES  # architecture.py's, under the name callers import
 
 
 @dataclass(frozen=True)
