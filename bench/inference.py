@@ -5,7 +5,9 @@ of each path per round, the paths' order rotated every round, medians over the
 rounds (so a burst of load from other jobs lands on every path, not on one):
 
 * ``i3d_convert``: the default model (eval + inference_mode: folded batch norm,
-  channels_last_3d, every convolution on oneDNN);
+  channels_last_3d, every convolution on oneDNN), given the clip in
+  ``channels_last_3d`` -- the NDHWC bytes TensorFlow is given, both prepared
+  outside the timing;
 * ``tensorflow (tf.function)``: the independent TF reference network (plain
   ``tf.nn``) traced into a graph (grappler on, weights as constants): TF's fast
   path; ``--tf-eager`` adds it run eagerly as ``verify`` does;
@@ -128,11 +130,13 @@ def parse_shape(text: str) -> Tuple[int, ...]:
 def build_paths(args, state, clip, flops_note: Dict[str, object]) -> Dict[str, Callable[[], object]]:
     model = InceptionI3d().eval()
     model.load_state_dict(state)
-    paths: Dict[str, Callable[[], object]] = {"i3d_convert": lambda: model(clip)}
+    # The same bytes TensorFlow is given (NDHWC; channels_last_3d is that layout), prepared outside the timing on both sides.
+    clip_ndhwc = clip.contiguous(memory_format=torch.channels_last_3d)
+    paths: Dict[str, Callable[[], object]] = {"i3d_convert": lambda: model(clip_ndhwc)}
     if args.bf16:
         def bf16_forward():
             with torch.autocast("cpu", dtype=torch.bfloat16):
-                return model(clip)
+                return model(clip_ndhwc)
         paths["i3d_convert bf16 autocast (opt-in)"] = bf16_forward
     if not args.no_naive:
         port = PiergiajI3D().eval()

@@ -79,8 +79,9 @@ class Unit3D(nn.Module):
 
     For stride 1 and odd kernels 'SAME' is symmetric, so it is the conv's own
     ``padding`` (no extra tensor). Only strided convs (the stem) can need the
-    asymmetric TF padding; it is worked out from the input's shape and applied
-    with one ``F.pad`` only when the two sides differ.
+    asymmetric TF padding; it is worked out from the input's shape, the
+    symmetric part is the conv's ``padding`` and only the extra pixel after is
+    an ``F.pad``.
 
     Inference path (eval mode, autograd off, ``fuse_bn``): batch norm is folded
     into the conv -- ``w' = w * s``, ``b' = beta - mean * s`` with
@@ -118,12 +119,16 @@ class Unit3D(nn.Module):
         if self._static_padding:
             return x, [k // 2 for k in self.kernel]
         pads = _same_pads(x.shape[2:], self.kernel, self.stride)
+        symmetric = [before for before, _after in pads]
         if all(before == after for before, after in pads):
-            return x, [p[0] for p in pads]
+            return x, symmetric
+        # TF puts the odd pixel after (after - before is 0 or 1): pad only that explicitly and leave
+        # the symmetric part to the convolution, which skips it instead of multiplying zeros
+        # (the stem: 8x3x16x224x224 reads 21x229x229 frames padded in full, 17x225x225 this way).
         # F.pad lists the last axis first: (W_before, W_after, H_..., T_...).
-        flat = [p for before_after in reversed(pads) for p in before_after]
+        flat = [p for before, after in reversed(pads) for p in (0, after - before)]
         memory_format = torch.channels_last_3d if x.is_contiguous(memory_format=torch.channels_last_3d) else torch.contiguous_format
-        return F.pad(x, flat).contiguous(memory_format=memory_format), [0, 0, 0]
+        return F.pad(x, flat).contiguous(memory_format=memory_format), symmetric
 
     def _folded_weights(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         tensors = [self.conv.weight] + ([self.conv.bias] if self.conv.bias is not None else [])
