@@ -13,6 +13,7 @@ import typer
 from i3d_convert import architecture as arch
 from i3d_convert.cli.common import JsonSummary, Overwrite
 from i3d_convert.errors import I3DConvertError
+from i3d_convert.integrations.fvd_metric.protocols import PROTOCOLS
 
 _SOURCE_HELP = ("A stats file (.npz/.safetensors from fvd-stats), an array of videos [N, T, H, W, 3] (.npy/.npz), "
                 "a video file, a folder of videos (recursive) or a manifest (.txt/.lst/.csv).")
@@ -23,7 +24,7 @@ FRAMES = typer.Option(None, "--frames", help="Frames per clip (default: whole vi
 CLIP = typer.Option("first", "--clip", help="first (frames 0..F-1), random (one clip per video, --seed) or all.")
 SEED = typer.Option(0, "--seed", help="Seed of --clip random (each video's offset depends on it and its index).")
 NUM_VIDEOS = typer.Option(None, "--num-videos", help="Use the first N videos (sorted order).")
-PROTOCOL = typer.Option(None, "--protocol", help="reference (default), videogpt, tats or stylegan-v (docs/fvd.md).")
+PROTOCOL = typer.Option(None, "--protocol", help=f"{', '.join(PROTOCOLS)} (default reference; docs/fvd.md).")
 INPUT_RANGE = typer.Option(None, "--input-range", help="Value range of float arrays: 0-255, 0-1 or -1-1 (default: detected).")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda (this rank's GPU under torchrun) or cuda:N.")
 BATCH = typer.Option(8, "--batch-size", help="Videos per forward pass.")
