@@ -16,6 +16,8 @@ rounds (so a burst of load from other jobs lands on every path, not on one):
   conv -> BatchNorm3d -> ReLU);
 * ``torch.mm 4096^2``: one large float32 matmul per round, the machine's
   attainable GFLOP/s at that moment;
+* ``--compile-pools``: the default model with ``compile_max_pools()`` (opt-in,
+  the same bits; inductor compiles each pool in the warm-up call);
 * ``--bf16``: the default model under ``torch.autocast("cpu", torch.bfloat16)``
   (opt-in, not exact; its accuracy on real weights is bench/bf16_accuracy.py's).
 
@@ -138,6 +140,11 @@ def build_paths(args, state, clip, flops_note: Dict[str, object]) -> Dict[str, C
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return model(clip_ndhwc)
         paths["i3d_convert bf16 autocast (opt-in)"] = bf16_forward
+    if args.compile_pools:
+        pooled = InceptionI3d().eval()
+        pooled.load_state_dict(state)
+        pooled.compile_max_pools()  # compiled and checked per pool during the warm-up call
+        paths["i3d_convert compiled pools (opt-in)"] = lambda: pooled(clip_ndhwc)
     if not args.no_naive:
         port = PiergiajI3D().eval()
         port.load_state_dict(to_layout(state, "piergiaj"))
@@ -165,6 +172,8 @@ def main() -> None:
     parser.add_argument("--tf-eager", action="store_true", help="also time TF eagerly (tf_forward, as verify runs it)")
     parser.add_argument("--no-naive", action="store_true", help="skip the naive port")
     parser.add_argument("--bf16", action="store_true", help="also time bfloat16 autocast (opt-in, not exact)")
+    parser.add_argument("--compile-pools", action="store_true",
+                        help="also time InceptionI3d.compile_max_pools() (opt-in, exact; compiles during the warm-up)")
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc's malloc as it is (the CLI applies i3d_convert.device.reuse_freed_memory)")
     parser.add_argument("--json-out", type=Path, help="append one machine-tagged JSON row to this file")

@@ -249,3 +249,26 @@ def test_cli_single_video_refuses_an_existing_output_with_no_overwrite(video_fol
                 "--window", "16", "--no-overwrite", "--resize", "72", "--crop", "64")
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 1 and "--overwrite" in err and existing.read_bytes() == b"keep"
+
+
+def test_compiled_max_pools_give_the_same_output_files_bit_for_bit(first_run, video_folder, weights, tmp_path):
+    outdir, _ = first_run
+    summary = run_job(video_folder, tmp_path / "compiled", weights, compile_pools=True)
+    assert summary.computed == len(GOOD_VIDEOS)
+    assert outputs(tmp_path / "compiled") == outputs(outdir)
+
+
+def test_cli_compile_pools_reaches_the_stream_model(video_folder, weights, tmp_path, monkeypatch, capsys):
+    from conftest import cli_runner
+
+    from i3d_convert.cli.app import main
+    from i3d_convert.models.i3d import InceptionI3d
+
+    compiled = []
+    monkeypatch.setattr(InceptionI3d, "compile_max_pools", lambda self, enabled=True: compiled.append(enabled) or 13)
+    code, _, err = cli_runner(main, capsys)(*_cli_args(video_folder, tmp_path / "out", weights), "--workers", "0",
+                                            "--compile-pools")
+    assert code == 1 and "broken.mp4" in err  # the corrupt video fails as in every run; the others are done
+    assert compiled == [True]
+    code, _, err = cli_runner(main, capsys)(*_cli_args(video_folder, tmp_path / "plain", weights), "--workers", "0")
+    assert compiled == [True]  # not without the flag

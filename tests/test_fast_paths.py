@@ -137,3 +137,66 @@ def test_reused_freed_memory_makes_repeated_large_tensors_fault_free():
     # glibc maps each 64 MiB block afresh: 4 x 16384 faults with 4 KiB pages (fewer with huge pages)
     assert default_faults >= 10 * max(reuse_faults, 10), (default_faults, reuse_faults)
     assert reuse_applied == "True" and reuse_faults < 100, reuse_faults
+
+
+def _small_model_and_clip():
+    model = InceptionI3d(final_endpoint="Mixed_5c").eval()  # every one of the 13 pools; Logits needs 224x224
+    state = calibrated_state_dict()
+    model.load_state_dict({k: v for k, v in state.items() if not k.startswith("Logits")})
+    return model, random_clip((2, 3, 9, 64, 64), seed=3)
+
+
+def test_compiled_max_pools_give_the_eager_pools_bits_and_record_a_choice_per_shape():
+    model, clip = _small_model_and_clip()
+    with torch.inference_mode():
+        eager = model(clip)
+        assert model.compile_max_pools() == 13
+        compiled = model(clip)
+        again = model(clip)
+    assert torch.equal(compiled, eager) and torch.equal(again, eager)
+    pools = [m for m in model.modules() if hasattr(m, "_compiled_wins")]
+    assert all(len(p._compiled_wins) == 1 for p in pools)  # one timing check per pool and input shape
+    model.compile_max_pools(False)
+    assert not any(p.compiled for p in pools)
+
+
+def test_compiled_max_pools_fall_back_to_eager_with_one_warning_when_compiling_fails(monkeypatch):
+    from i3d_convert.models import compiled_pool
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found\nsecond line")
+
+    monkeypatch.setattr(compiled_pool, "_unavailable", [])
+    monkeypatch.setattr(compiled_pool, "compiled_max_pool3d", no_compiler)
+    model, clip = _small_model_and_clip()
+    with torch.inference_mode():
+        eager = model(clip)
+        model.compile_max_pools()
+        with pytest.warns(RuntimeWarning, match=r"compiled max pools unavailable.*no C\+\+ compiler found\)$") as caught:
+            fallback = model(clip)
+    assert torch.equal(fallback, eager)
+    assert len([w for w in caught if "compiled max pools" in str(w.message)]) == 1
+
+
+@pytest.mark.parametrize("shape,kernel,stride,padding", [
+    ((2, 64, 9, 32, 32), (1, 3, 3), (1, 2, 2), (0, 0, 0)),  # MaxPool3d_2a: TF's extra pixel via ceil_mode
+    ((1, 192, 5, 14, 14), (3, 3, 3), (1, 1, 1), (1, 1, 1)),  # the Mixed blocks' pools
+    ((1, 480, 5, 15, 15), (3, 3, 3), (2, 2, 2), (1, 1, 1)),  # MaxPool3d_4a on odd sizes
+])
+def test_compiled_max_pool_is_bit_identical_to_eager_with_nan_and_inf(shape, kernel, stride, padding):
+    from i3d_convert.models.compiled_pool import compiled_max_pool3d
+
+    x = torch.randn(shape).contiguous(memory_format=torch.channels_last_3d)
+    flat = x.permute(0, 2, 3, 4, 1).view(-1)  # x's memory, in order
+    flat[::997] = float("-inf")
+    flat[::1009] = float("inf")
+    with torch.inference_mode():
+        eager = torch.nn.functional.max_pool3d(x, kernel, stride, padding, ceil_mode=True)
+        compiled = compiled_max_pool3d(x, kernel, stride, padding)
+        flat[::1013] = float("nan")
+        eager_nan = torch.nn.functional.max_pool3d(x, kernel, stride, padding, ceil_mode=True)
+        compiled_nan = compiled_max_pool3d(x, kernel, stride, padding)
+    assert torch.equal(compiled, eager) and compiled.stride() == eager.stride()
+    assert torch.equal(compiled_nan.isnan(), eager_nan.isnan()) and eager_nan.isnan().any()
+    finite = ~eager_nan.isnan()
+    assert torch.equal(compiled_nan[finite], eager_nan[finite])

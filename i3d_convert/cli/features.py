@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from i3d_convert.cli.common import AllowNonFinite, JsonSummary, Overwrite
+from i3d_convert.cli.common import AllowNonFinite, CompilePools, JsonSummary, Overwrite
 from i3d_convert.errors import I3DConvertError
 
 _DATASET_HELP = ("SRC: a .npy clip array (NTHWC/THWC in [-1, 1]), a video file (mp4, avi, mkv, webm, mov, GIF), "
@@ -119,6 +119,7 @@ def features(
     device: str = typer.Option("auto", "--device", help="auto (cuda:LOCAL_RANK if present, else cpu), cpu or cuda."),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader processes decoding videos and computing flow while the model runs (default: CPU 0 for RGB, one per core up to 4 with flow; GPU half the cores up to 4)."),
     fail_fast: bool = typer.Option(False, "--fail-fast/--no-fail-fast", help="Stop at the first video that fails."),
+    compile_pools: CompilePools = False,
     overwrite: Overwrite = False, allow_non_finite: AllowNonFinite = False,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, print nothing on success."),
     as_json: JsonSummary = False,
@@ -133,10 +134,10 @@ def features(
         from i3d_convert.cli.features_single import SingleRun, run_single
 
         return run_single(SingleRun(source, output, settings, release, weights, flow_weights, device, overwrite,
-                                    allow_non_finite), quiet, as_json)
+                                    allow_non_finite, compile_pools), quiet, as_json)
     job = FeatureJob(source, output, settings, rgb_weights=weights, flow_weights=flow_weights, device=device,
                      workers=workers, output_format=output_format, fail_fast=fail_fast,
-                     allow_non_finite=allow_non_finite)
+                     allow_non_finite=allow_non_finite, compile_pools=compile_pools)
     _run_dataset(job, quiet, as_json)
 
 

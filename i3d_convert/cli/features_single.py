@@ -25,6 +25,7 @@ class SingleRun:
     device: str
     overwrite: bool
     allow_non_finite: bool = False
+    compile_pools: bool = False
 
 
 def _clip_features(run: SingleRun, dev):
@@ -38,6 +39,8 @@ def _clip_features(run: SingleRun, dev):
     endpoint = run.settings.endpoint
     model = i3d(run.release, weights=run.weights, progress=False, final_endpoint=final_endpoint_for(endpoint),
                 allow_non_finite=run.allow_non_finite).to(dev)
+    if run.compile_pools:
+        model.compile_max_pools()
     result = extract_features(model, clips, endpoint=endpoint, window=run.settings.window, stride=run.settings.stride,
                               batch_size=run.settings.batch_size, device=dev, path=run.source)
     return result.features, [list(w) for w in result.windows], f"{clips.shape[0]} clip(s) of {clips.shape[1]} frames"
@@ -55,7 +58,7 @@ def _video_features(run: SingleRun, dev):
     (stream,) = run.settings.streams
     spec = run.weights if stream == "rgb" else run.flow_weights
     model = load_stream_model(stream, spec or (run.release if stream == "rgb" else None), run.settings.endpoint, dev,
-                              allow_non_finite=run.allow_non_finite)
+                              allow_non_finite=run.allow_non_finite, compile_pools=run.compile_pools)
     video = prepare_video(0, VideoSource(run.source, run.source.name), run.settings)
     if video.error is not None:
         raise I3DConvertError(video.error, run.source)

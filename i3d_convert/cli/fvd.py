@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 import typer
 
 from i3d_convert import architecture as arch
-from i3d_convert.cli.common import JsonSummary, Overwrite
+from i3d_convert.cli.common import CompilePools, JsonSummary, Overwrite
 from i3d_convert.errors import I3DConvertError
 from i3d_convert.integrations.fvd_metric.protocols import PROTOCOLS
 
@@ -79,7 +79,7 @@ def fvd_stats(
     weights: Optional[Path] = WEIGHTS, frames: Optional[int] = FRAMES, clip: str = CLIP, seed: int = SEED,
     num_videos: Optional[int] = NUM_VIDEOS, protocol: Optional[str] = PROTOCOL,
     input_range: Optional[str] = INPUT_RANGE, device: str = DEVICE, batch_size: int = BATCH,
-    no_cache: bool = NO_CACHE, as_json: JsonSummary = False,
+    no_cache: bool = NO_CACHE, compile_pools: CompilePools = False, as_json: JsonSummary = False,
 ) -> None:
     """FVD statistics (float64 moments of the FVD features) of a set of videos; torchrun-ready."""
     from i3d_convert.integrations.dataset.distributed import context_from_environment
@@ -89,7 +89,8 @@ def fvd_stats(
     from i3d_convert.io.atomic import check_output_path
 
     make_job = partial(StatsJob, weights=weights, clips=ClipOptions(frames, clip, seed, num_videos),
-                       input_range=input_range, device=device, batch_size=batch_size, cache=not no_cache)
+                       input_range=input_range, device=device, batch_size=batch_size, cache=not no_cache,
+                       compile_pools=compile_pools)
     main = context_from_environment().is_main
     if main:  # library errors name Python arguments; run_app turns them into these flags
         check_output_path(output, overwrite)
@@ -107,7 +108,8 @@ def fvd(
     weights: Optional[Path] = WEIGHTS, frames: Optional[int] = FRAMES, clip: str = CLIP, seed: int = SEED,
     num_videos: Optional[int] = NUM_VIDEOS, protocol: Optional[str] = PROTOCOL,
     input_range: Optional[str] = INPUT_RANGE, device: str = DEVICE, batch_size: int = BATCH,
-    no_cache: bool = NO_CACHE, as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    no_cache: bool = NO_CACHE, compile_pools: CompilePools = False,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """The Fréchet Video Distance between two sets (stats files or videos)."""
     from i3d_convert._version import __version__
@@ -116,7 +118,8 @@ def fvd(
     from i3d_convert.integrations.fvd_metric.runner import StatsJob
 
     make_job = partial(StatsJob, weights=weights, clips=ClipOptions(frames, clip, seed, num_videos),
-                       input_range=input_range, device=device, batch_size=batch_size, cache=not no_cache)
+                       input_range=input_range, device=device, batch_size=batch_size, cache=not no_cache,
+                       compile_pools=compile_pools)
     # Without --protocol, a stats file fixes the protocol the other set's videos are computed with.
     inferred = protocol or next((_load(p).metadata.get("protocol") for p in (first, second) if _is_stats_file(p)), None)
     stats_a, stats_b = (_stats_for(p, protocol if _is_stats_file(p) else inferred, make_job) for p in (first, second))

@@ -43,9 +43,10 @@ def weights_files(path: Path) -> list:
 
 
 def load_stream_model(stream: str, spec: Optional[str], endpoint: str, device: torch.device,
-                      allow_non_finite: bool = False) -> StreamModel:
+                      allow_non_finite: bool = False, compile_pools: bool = False) -> StreamModel:
     """The model of ``stream`` from ``spec``: a weights file, a TF checkpoint or a release name
-    (None: :data:`DEFAULT_RELEASE`). Its input channels must fit the stream (3 RGB, 2 flow)."""
+    (None: :data:`DEFAULT_RELEASE`). Its input channels must fit the stream (3 RGB, 2 flow).
+    ``compile_pools``: :meth:`~i3d_convert.models.i3d.InceptionI3d.compile_max_pools` (same bits)."""
     from i3d_convert.conversion.tf_to_torch import sha256_of_files
     from i3d_convert.integrations.hub import cached_release_weights, i3d
 
@@ -59,4 +60,6 @@ def load_stream_model(stream: str, spec: Optional[str], endpoint: str, device: t
     if model.in_channels != expected:
         raise I3DConvertError(f"the {stream} stream needs weights for {expected} input channels; "
                               f"these take {model.in_channels}", spec)
+    if compile_pools:
+        model.compile_max_pools()
     return StreamModel(stream, model.to(device).eval(), str(spec), sha256_of_files(weights_files(path)))

@@ -37,7 +37,8 @@ ProgressFn = Callable[[int, int, int, str], None]
 class FeatureJob:
     """One features run. ``rgb_weights``/``flow_weights``: a weights file, TF checkpoint or release
     name (None: DeepMind's ImageNet-pretrained release of that stream). ``workers``: DataLoader
-    processes (None: :func:`default_workers`). More than 0 spawns
+    processes (None: :func:`default_workers`). ``compile_pools``: compiled max pools where they are
+    the same bits and faster (:meth:`~i3d_convert.models.i3d.InceptionI3d.compile_max_pools`). More than 0 spawns
     DataLoader processes, so a script that calls this needs the ``if __name__ == "__main__":`` guard."""
 
     source: PathLike
@@ -50,6 +51,7 @@ class FeatureJob:
     output_format: str = "auto"
     fail_fast: bool = False
     allow_non_finite: bool = False
+    compile_pools: bool = False
     progress: Optional[ProgressFn] = None
 
 
@@ -154,7 +156,7 @@ def run_feature_job(job: FeatureJob) -> RunSummary:
     dist.start(context, device)
     dist.barrier(context)
     models = {s: load_stream_model(s, job.rgb_weights if s == "rgb" else job.flow_weights, job.settings.endpoint,
-                                   device, job.allow_non_finite) for s in job.settings.streams}
+                                   device, job.allow_non_finite, job.compile_pools) for s in job.settings.streams}
     identity = {"settings_key": job.settings.key(), "weights": {s: m.sha256 for s, m in models.items()}}
     recorded = manifest.read_entries(outdir)
     mine = dist.shard(list(enumerate(sources)), context)

@@ -33,11 +33,13 @@ class FVDFeatures:
     """The FVD network under one protocol: ``extractor(videos [N, T, H, W, 3] on [0, 255]) -> [N, 400] float32``.
 
     ``weights``: any source :func:`~i3d_convert.integrations.fvd.load_fvd_arrays` reads (``None``:
-    the cache); checked against ``rgb_scratch``'s crc32c unless ``verify=False``.
+    the cache); checked against ``rgb_scratch``'s crc32c unless ``verify=False``. ``compile_pools``:
+    :meth:`~i3d_convert.models.i3d.InceptionI3d.compile_max_pools` (the same bits; speed only).
     """
 
     def __init__(self, protocol: "str | Protocol" = "reference", weights: Optional[PathLike] = None, *,
-                 device: "str | torch.device" = "cpu", batch_size: int = 8, verify: bool = True) -> None:
+                 device: "str | torch.device" = "cpu", batch_size: int = 8, verify: bool = True,
+                 compile_pools: bool = False) -> None:
         if batch_size < 1:
             raise I3DConvertError(f"batch_size must be >= 1, got {batch_size}")
         self.protocol = get_protocol(protocol)
@@ -45,6 +47,8 @@ class FVDFeatures:
         self.batch_size = batch_size
         self.model = fvd_i3d(weights, verify=verify, bn_eps=self.protocol.bn_eps, device=self.device)
         self.weights = weights_identity(self.model, verify)
+        if compile_pools:
+            self.model.compile_max_pools()
 
     @torch.inference_mode()
     def __call__(self, videos: "np.ndarray | torch.Tensor") -> np.ndarray:

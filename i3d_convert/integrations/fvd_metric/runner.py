@@ -32,7 +32,8 @@ from .stats import STATS_FORMAT, FVDStats, load_stats, save_stats
 class StatsJob:
     """What to compute: ``source`` (array ``.npy``/``.npz``, video file, folder or manifest) under
     ``protocol`` with ``weights`` (None: the cache), clips per ``clips``; ``device``: ``auto``,
-    ``cpu``, ``cuda`` (this rank's GPU) or ``cuda:N``; ``cache``: reuse/write the content-keyed cache."""
+    ``cpu``, ``cuda`` (this rank's GPU) or ``cuda:N``; ``cache``: reuse/write the content-keyed cache;
+    ``compile_pools``: compiled max pools where they are the same bits and faster (not part of the cache key)."""
 
     source: Path
     protocol: str = "reference"
@@ -42,6 +43,7 @@ class StatsJob:
     device: str = "auto"
     batch_size: int = 8
     cache: bool = True
+    compile_pools: bool = False
 
 
 def cache_key(job: StatsJob, videos: VideoSet, count: int, extractor: FVDFeatures) -> str:
@@ -115,7 +117,8 @@ def _compute(job: StatsJob, context: distributed.DistContext, device) -> FVDStat
         raise I3DConvertError(f"num_videos={count} but the source holds {len(videos)} videos", job.source)
     if count < 2:
         raise I3DConvertError(f"FVD needs at least 2 videos, the source holds {count}", job.source)
-    extractor = FVDFeatures(job.protocol, job.weights, device=device, batch_size=job.batch_size)
+    extractor = FVDFeatures(job.protocol, job.weights, device=device, batch_size=job.batch_size,
+                            compile_pools=job.compile_pools)
     key = cache_key(job, videos, count, extractor) if job.cache else None
     if key is not None:
         cached = _cached(key)
