@@ -30,7 +30,7 @@ def reuse_freed_memory() -> bool:
 
     glibc's malloc serves every block over its mmap threshold (at most 32 MiB) with a fresh
     ``mmap`` and unmaps it on free, so each forward of the model page-faults and zeroes its
-    activations again: 38k faults (150 MiB) per 1x3x32x224x224 forward, 339k (1.3 GiB) per
+    activations again: 38k faults (150 MiB) per 1x3x32x224x224 forward, ~300k (1.2 GiB) per
     8x3x16 batch, measured; TensorFlow's allocator keeps its memory and faults 0 times. This
     turns mmap off for large blocks and never trims the heap, so the memory of one forward is
     reused by the next (0 faults). The process keeps its peak memory until it exits, as

@@ -370,7 +370,7 @@ class InceptionI3d(nn.Module):
 
     def compile_max_pools(self, enabled: bool = True) -> int:
         """Opt-in for long CPU inference runs: max pools compiled by TorchInductor where, for each input
-        shape, a check on the first call finds them bit-identical and faster (5-7 % of a forward measured,
+        shape, a check on the first call finds them bit-identical and faster (3-7 % of a forward measured,
         docs/benchmarks.md). Needs a C++ compiler; costs seconds of compilation per clip shape; falls back
         to the eager pools with one warning when compiling fails. Returns the number of pools switched."""
         pools = [m for m in self.modules() if isinstance(m, MaxPool3dSame)]
