@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from i3d_convert.errors import I3DConvertError
@@ -22,9 +24,9 @@ def resolve_device(device: str) -> torch.device:
 
 #: glibc ``mallopt`` parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-_reusing_freed_memory = [False]
 
 
+@functools.cache  # once per process: the setting is process-wide and not reversible
 def reuse_freed_memory() -> bool:
     """Keep freed CPU memory in this process for the next tensors (glibc only); True if applied.
 
@@ -38,8 +40,6 @@ def reuse_freed_memory() -> bool:
     reversible; the CLI applies it, library callers opt in. Returns False (and does nothing)
     where the C library is not glibc.
     """
-    if _reusing_freed_memory[0]:
-        return True
     import ctypes
     import platform
 
@@ -52,6 +52,4 @@ def reuse_freed_memory() -> bool:
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     # Trim first: once mmap is off, every block comes from the heap, and a heap that shrinks on
     # free would fault again.
-    applied = mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1 and mallopt(_M_MMAP_MAX, 0) == 1
-    _reusing_freed_memory[0] = applied
-    return applied
+    return mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1 and mallopt(_M_MMAP_MAX, 0) == 1

@@ -10,9 +10,10 @@ it is for long runs and never the default. Any failure to compile warns once and
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 #: Distinct (shape, kernel, stride) pool calls one compiled function may specialise for: I3D has 13
 #: pools; a few clip shapes per run fit.
 _RECOMPILE_LIMIT = 256
-_compiled: list = []
+#: The exception that made compiling fail in this process (then every pool stays eager).
 _unavailable: list = []
 
 
@@ -28,10 +29,9 @@ def _max_pool3d(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int], p
     return F.max_pool3d(x, kernel, stride, padding, ceil_mode=True)
 
 
+@functools.cache
 def _compiled_pool() -> Callable:
-    if not _compiled:
-        _compiled.append(torch.compile(_max_pool3d, dynamic=False))
-    return _compiled[0]
+    return torch.compile(_max_pool3d, dynamic=False)
 
 
 def compiled_max_pool3d(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int],
@@ -73,9 +73,4 @@ def compiled_wins(x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int],
     return compiled_s < eager_s
 
 
-def compile_failure() -> Optional[BaseException]:
-    """The exception that made compiled pools unavailable in this process, if any."""
-    return _unavailable[0] if _unavailable else None
-
-
-__all__ = ["compiled_max_pool3d", "compiled_wins", "compile_failure"]
+__all__ = ["compiled_max_pool3d", "compiled_wins"]

@@ -18,11 +18,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from i3d_convert.architecture import MIN_LOGITS_FRAMES
 from i3d_convert.errors import I3DConvertError
 from i3d_convert.integrations.fvd import FVD_RESOLUTION, preprocess_for_fvd
 
-#: The network's smallest clip: Logits' [2, 7, 7] average pool needs 2 time steps at Mixed_5c.
-from i3d_convert.architecture import MIN_LOGITS_FRAMES as MIN_FRAMES  # architecture.py's, under the name callers import
+#: The network's smallest clip (Logits' [2, 7, 7] average pool needs 2 time steps at Mixed_5c), under
+#: the name callers import.
+MIN_FRAMES = MIN_LOGITS_FRAMES
 
 
 @dataclass(frozen=True)
