@@ -21,6 +21,7 @@ from i3d_convert.integrations.fvd import (
     preprocess_for_fvd,
     resize_bilinear_tf1,
 )
+from i3d_convert.integrations.fvd_metric.protocols import PROTOCOLS
 
 #: float32 parity bound of the issue (real weights); also used for the FVD pipeline.
 FLOAT32_REL_L2 = 1e-5
@@ -171,6 +172,15 @@ def test_preprocessing_equals_the_reference_tensorflow_code_bit_for_bit(height, 
     np.testing.assert_array_equal(preprocess_for_fvd(floats).numpy(), ours.numpy())
     unit = preprocess_for_fvd(torch.from_numpy(floats / 255), value_max=1.0).numpy()
     np.testing.assert_allclose(unit, ours.numpy(), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
+def test_preprocessed_batches_are_in_the_memory_layout_the_model_runs_on(protocol):
+    """NDHWC bytes (channels_last_3d): the model's inference path would otherwise copy every batch."""
+    videos = np.random.default_rng(0).integers(0, 256, (2, 10, 48, 64, 3), dtype=np.uint8)
+    batch = PROTOCOLS[protocol].preprocess(videos)
+    assert tuple(batch.shape) == (2, 3, 10, 224, 224)
+    assert batch.is_contiguous(memory_format=torch.channels_last_3d)
 
 
 def test_tf1_resize_has_no_half_pixel_shift():

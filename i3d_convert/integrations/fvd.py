@@ -213,7 +213,9 @@ def resize_bilinear_tf1(frames: torch.Tensor, height: int, width: int) -> torch.
 def preprocess_for_fvd(videos: "np.ndarray | torch.Tensor", *, resolution: int = FVD_RESOLUTION,
                        value_max: float = FVD_INPUT_MAX) -> torch.Tensor:
     """FVD's ``preprocess``: ``[N, T, H, W, 3]`` RGB (uint8, or float in [0, ``value_max``]) ->
-    ``[N, 3, T, resolution, resolution]`` float32 in [-1, 1] (NCTHW, the model's layout).
+    ``[N, 3, T, resolution, resolution]`` float32 in [-1, 1] (NCTHW, the model's layout), in
+    ``channels_last_3d`` memory: the model's inference path runs on those NDHWC bytes, so
+    neither side copies the batch into another layout.
 
     Exactly the reference code's steps (google-research ``frechet_video_distance.preprocess``):
     cast to float32; resize every frame with TF1 ``tf.image.resize_bilinear``
@@ -232,13 +234,13 @@ def preprocess_for_fvd(videos: "np.ndarray | torch.Tensor", *, resolution: int =
         raise I3DConvertError(f"empty video batch {list(x.shape)}")
     resized = resize_bilinear_tf1(x.to(torch.float32), resolution, resolution)
     scaled = resized * 2.0 / np.float32(value_max) - 1.0
-    low, high = float(scaled.min()), float(scaled.max())
+    low, high = (float(v) for v in torch.aminmax(scaled))
     if not (low >= -1.0 - FVD_RANGE_SLACK and high <= 1.0 + FVD_RANGE_SLACK):
         raise I3DConvertError(
             f"scaled values span [{low:.4g}, {high:.4g}], outside [-1, 1]: pass uint8 or [0, {value_max:g}] input "
             "(or set value_max)"
         )
-    return scaled.permute(0, 4, 1, 2, 3).contiguous()
+    return scaled.permute(0, 4, 1, 2, 3).contiguous(memory_format=torch.channels_last_3d)  # a view: NDHWC already
 
 
 @torch.inference_mode()

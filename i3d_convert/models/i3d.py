@@ -63,9 +63,9 @@ def _conv3d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
 
     PyTorch's heuristic sends batch-1 convolutions with small ``N*C*T*H`` and
     3x3 kernels to ``slow_conv3d_forward`` (im2col + gemm, ~2x slower here);
-    oneDNN computes the same sums. The ReLU is oneDNN's post-op on the
-    convolution's output (bit-identical to a separate ``relu_``, one pass over
-    memory fewer). Used on the inference path only (no autograd).
+    oneDNN computes the same sums. The ReLU is a separate in-place pass, not
+    oneDNN's post-op: the post-op maps NaN to 0 where TensorFlow's relu keeps
+    NaN, and measured no faster. Used on the inference path only (no autograd).
     """
     if x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and torch.backends.mkldnn.is_available():
         args = (x, weight, bias, list(padding), list(stride), [1, 1, 1], 1)

@@ -75,7 +75,9 @@ class Protocol:
             frames = _resize(frames / 255.0 * 2 - 1, self.resize)
         else:
             frames = 2.0 * _resize(frames, self.resize) / 255.0 - 1.0
-        return frames.reshape(n, t, 3, FVD_RESOLUTION, FVD_RESOLUTION).permute(0, 2, 1, 3, 4).contiguous()
+        # NDHWC memory (one copy), the layout the model's inference path runs on.
+        return frames.reshape(n, t, 3, FVD_RESOLUTION, FVD_RESOLUTION).permute(0, 2, 1, 3, 4).contiguous(
+            memory_format=torch.channels_last_3d)
 
     def describe(self) -> Dict[str, object]:
         described = asdict(self)
