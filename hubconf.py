@@ -28,7 +28,7 @@ def i3d_inception_v1(release="rgb_imagenet", pretrained=True, weights=None, **kw
     (and no ``weights``) gives the untrained architecture. Other keyword arguments
     (``dropout``, ``final_endpoint``, ``num_classes``, ...) go to ``InceptionI3d``.
     """
-    from i3d_convert.integrations.hub import i3d
+    from i3d_convert.weights.factory import i3d
 
     return i3d(release, pretrained=pretrained, weights=weights, **kwargs)
 

@@ -30,11 +30,11 @@ import torch
 
 from i3d_convert.conversion.synthetic import write_synthetic_checkpoint
 from i3d_convert.conversion.tf_to_torch import convert_to_file
-from i3d_convert.integrations.dataset.flow import TVL1Params, tvl1_flow
-from i3d_convert.integrations.dataset.recipe import FeatureSettings
-from i3d_convert.integrations.dataset.runner import FeatureJob, run_feature_job
-from i3d_convert.integrations.features import extract_features
-from i3d_convert.integrations.hub import i3d
+from i3d_convert.flow.tvl1 import TVL1Params, tvl1_flow
+from i3d_convert.dataset.recipe import FeatureSettings
+from i3d_convert.dataset.runner import FeatureJob, run_feature_job
+from i3d_convert.dataset.features import extract_features
+from i3d_convert.weights.factory import i3d
 from i3d_convert.io.video_decode import DecodeOptions, decode
 from i3d_convert.io.video_write import write_test_video
 

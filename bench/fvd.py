@@ -65,7 +65,7 @@ def _downscale(videos: np.ndarray, size: int) -> np.ndarray:
 
 
 def speed(args) -> dict:
-    from i3d_convert.integrations.fvd_metric import FVDFeatures, stats_from_videos
+    from i3d_convert.fvd import FVDFeatures, stats_from_videos
 
     real, _ = shared_sets(args.videos // 2 or 1)
     videos = np.concatenate([real, real])[: args.videos]
@@ -79,7 +79,7 @@ def speed(args) -> dict:
 
 
 def drift(args) -> dict:
-    from i3d_convert.integrations.fvd_metric import PROTOCOLS, FVDFeatures, distance, stats_from_videos
+    from i3d_convert.fvd import PROTOCOLS, FVDFeatures, distance, stats_from_videos
 
     out = {"cpu": cpu_name(), "sets": "8 vs 8 clips of 16 frames (sample GIF windows; perturbed)"}
     for size in (224, 128):

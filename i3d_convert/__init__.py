@@ -27,7 +27,7 @@ from i3d_convert.io.checkpoint_reader import load_tf_checkpoint  # noqa: E402
 from i3d_convert.conversion.tf_to_torch import convert, convert_checkpoint, convert_to_file, load_state_dict_file, save_state_dict  # noqa: E402
 from i3d_convert.inflation.api import inflate  # noqa: E402
 from i3d_convert.verification.verify import verify  # noqa: E402
-from i3d_convert.integrations.hub import i3d  # noqa: E402
+from i3d_convert.weights.factory import i3d  # noqa: E402
 
 __all__ = [
     "__version__",

@@ -20,11 +20,11 @@ import pytest
 import torch
 
 from i3d_convert.conversion.tf_to_torch import convert_to_file
-from i3d_convert.integrations.dataset.recipe import FeatureSettings, flow_input, rgb_input
-from i3d_convert.integrations.dataset.runner import FeatureJob, run_feature_job
-from i3d_convert.integrations.dataset.sources import list_sources
-from i3d_convert.integrations.features import extract_features
-from i3d_convert.integrations.hub import i3d
+from i3d_convert.dataset.recipe import FeatureSettings, flow_input, rgb_input
+from i3d_convert.dataset.runner import FeatureJob, run_feature_job
+from i3d_convert.dataset.sources import list_sources
+from i3d_convert.dataset.features import extract_features
+from i3d_convert.weights.factory import i3d
 from i3d_convert.io.video_decode import DecodeOptions, decode
 from i3d_convert.io.video_write import write_test_video
 from i3d_convert.verification.metrics import difference

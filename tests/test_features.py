@@ -17,9 +17,9 @@ import torch
 from i3d_convert.conversion.tf_to_torch import convert_to_file
 from i3d_convert.errors import I3DConvertError
 from i3d_convert.architecture import min_logits_input
-from i3d_convert.integrations.features import endpoint_of, extract_features, window_starts
+from i3d_convert.dataset.features import endpoint_of, extract_features, window_starts
 from i3d_convert.io.clips import RANGE_TOLERANCE, load_clip_array, validate_clips
-from i3d_convert.integrations.hub import i3d
+from i3d_convert.weights.factory import i3d
 from i3d_convert.verification.metrics import difference
 from i3d_convert.conversion.synthetic import random_clip
 
@@ -119,7 +119,7 @@ def test_logits_refuse_windows_too_small_before_any_work(weights):
 def test_a_gif_is_resized_cropped_scaled_and_windowed(cli, weights, tmp_path):
     from PIL import Image
 
-    from i3d_convert.integrations.dataset.recipe import rgb_input
+    from i3d_convert.dataset.recipe import rgb_input
     from i3d_convert.io.video_decode import DecodeOptions, decode
 
     rng = np.random.default_rng(0)

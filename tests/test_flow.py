@@ -1,4 +1,4 @@
-"""TV-L1 flow, DeepMind's recipe (i3d_convert/integrations/dataset/flow.py); no network.
+"""TV-L1 flow, DeepMind's recipe (i3d_convert/flow/tvl1.py); no network.
 
 The GIF comparison uses the first GIF_PAIRS frame pairs of DeepMind's sample clip
 (not all 78) to stay well under a minute on 2 cores; the GIFs are vendored
@@ -15,7 +15,7 @@ import pytest
 
 from i3d_convert.errors import I3DConvertError
 
-from i3d_convert.integrations.dataset import flow as F  # noqa: E402
+from i3d_convert.flow import tvl1 as F  # noqa: E402
 
 cv2 = pytest.importorskip("cv2")
 if not hasattr(cv2, "optflow"):

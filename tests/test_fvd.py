@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from i3d_convert.errors import CheckpointFormatError, I3DConvertError, MappingError
-from i3d_convert.integrations.fvd import (
+from i3d_convert.fvd.network import (
     compare_with_release,
     fvd_i3d,
     fvd_logits,
@@ -21,7 +21,7 @@ from i3d_convert.integrations.fvd import (
     preprocess_for_fvd,
     resize_bilinear_tf1,
 )
-from i3d_convert.integrations.fvd_metric.protocols import PROTOCOLS
+from i3d_convert.fvd.protocols import PROTOCOLS
 
 #: float32 parity bound of the issue (real weights); also used for the FVD pipeline.
 FLOAT32_REL_L2 = 1e-5

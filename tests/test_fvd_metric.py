@@ -1,4 +1,4 @@
-"""Exact FVD (i3d_convert.integrations.fvd_metric): TF-GAN's distance, stats files, the reference
+"""Exact FVD (i3d_convert.fvd): TF-GAN's distance, stats files, the reference
 pipeline end to end against an independent TensorFlow pipeline, published figures, the CLI, torchrun.
 
 TF-GAN's own ``frechet_classifier_distance_from_activations`` (tensorflow-gan 2.1.0, loaded by
@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from i3d_convert.errors import I3DConvertError
-from i3d_convert.integrations.fvd_metric import FVDStats, frechet_classifier_distance_from_activations, load_stats, save_stats
-from i3d_convert.integrations.fvd_metric.stats import StatsMismatchError, frechet_distance
+from i3d_convert.fvd import FVDStats, frechet_classifier_distance_from_activations, load_stats, save_stats
+from i3d_convert.fvd.stats import StatsMismatchError, frechet_distance
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 META = {"protocol": "reference", "weights": {"sha256": "0" * 64}}
@@ -164,7 +164,7 @@ def motion_sets():
 def extractor():
     from realweights import require_sdist
 
-    from i3d_convert.integrations.fvd_metric import FVDFeatures
+    from i3d_convert.fvd import FVDFeatures
 
     return FVDFeatures("reference", require_sdist(), batch_size=4)
 
@@ -187,7 +187,7 @@ def test_reference_protocol_equals_tensorflow_pipeline_with_tfgan_to_1e5(motion_
     from realweights import real_checkpoint, tf_variables
     from tfgan import tfgan_fid
 
-    from i3d_convert.integrations.fvd_metric import distance, stats_from_videos
+    from i3d_convert.fvd import distance, stats_from_videos
 
     variables = tf_variables(real_checkpoint(tmp_path_factory))
     ours = {k: stats_from_videos(extractor, v) for k, v in motion_sets.items()}
@@ -214,7 +214,7 @@ def test_published_constant_clip_fvd_is_reproduced(extractor, frames, published,
     FVD = |mean difference|^2 for any set size: two videos per set give the published sets' value.
     Float32 networks agree to ~1e-6 only (TF 2.21 gives 151.39238, TF in float64 151.39247), so the
     8 published digits hold to 2e-6; "around 131" is what TF itself gives today within 3 %."""
-    from i3d_convert.integrations.fvd_metric import distance, stats_from_videos
+    from i3d_convert.fvd import distance, stats_from_videos
 
     zeros = np.zeros((2, frames, 64, 64, 3), np.uint8)
     value = distance(stats_from_videos(extractor, zeros), stats_from_videos(extractor, zeros + 255))
@@ -230,7 +230,7 @@ def _small_videos(seed: int, n: int = 3, frames: int = 9, size: int = 32) -> np.
 
 
 def test_float_input_in_0_1_is_ambiguous_unless_declared():
-    from i3d_convert.integrations.fvd_metric.inputs import detect_range, to_0_255
+    from i3d_convert.fvd.inputs import detect_range, to_0_255
 
     x = np.random.default_rng(0).random((2, 9, 8, 8, 3)).astype(np.float32)
     with pytest.raises(I3DConvertError, match="input_range='0-1'"):
@@ -256,7 +256,7 @@ def arrays(tmp_path, monkeypatch):
 def test_cli_stats_file_and_json_distance_equal_the_library(arrays, cli):
     from realweights import require_sdist
 
-    from i3d_convert.integrations.fvd_metric import fvd
+    from i3d_convert.fvd import fvd
 
     weights = require_sdist()
     code, out, err = cli("fvd-stats", arrays / "a.npy", "-o", arrays / "a.npz", "--weights", weights, "--json")
@@ -330,7 +330,7 @@ def test_torchrun_two_ranks_give_the_same_stats_as_one_bit_for_bit(arrays, tmp_p
 
 @pytest.mark.slow
 def test_metric_object_updated_in_pieces_and_merged_equals_fvd(extractor):
-    from i3d_convert.integrations.fvd_metric import FVDMetric, fvd
+    from i3d_convert.fvd import FVDMetric, fvd
 
     a, b = _small_videos(11, n=4), _small_videos(12, n=4)
     expected = fvd(a, b, weights=extractor_weights())
@@ -379,7 +379,7 @@ def test_cli_protocol_num_videos_and_input_range_reach_the_library(arrays, cli):
     on the first two videos scaled to [0, 255] with that protocol."""
     from realweights import require_sdist
 
-    from i3d_convert.integrations.fvd_metric import fvd
+    from i3d_convert.fvd import fvd
 
     weights = require_sdist()
     a, b = np.load(arrays / "a.npy"), np.load(arrays / "b.npy")

@@ -1,4 +1,4 @@
-"""The FVD presets' documented steps (i3d_convert.integrations.fvd_metric.protocols), each against a
+"""The FVD presets' documented steps (i3d_convert.fvd.protocols), each against a
 hand-written numpy evaluation of the op its source code runs (docs/fvd-protocols.md cites the lines):
 torch's half-pixel bilinear, torch's antialiased bilinear (PIL's triangle filter), truncation to
 uint8, and cd-fvd's / StyleGAN-V's Fréchet distance (raw-moment /N covariance, trace of sqrtm).
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from i3d_convert.integrations.fvd_metric import PROTOCOLS, FVDStats, distance
-from i3d_convert.integrations.fvd_metric.protocols import _cdfvd_loader_frames
+from i3d_convert.fvd import PROTOCOLS, FVDStats, distance
+from i3d_convert.fvd.protocols import _cdfvd_loader_frames
 
 
 def _bilinear_weights(size_in: int, size_out: int) -> np.ndarray:

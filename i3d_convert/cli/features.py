@@ -17,7 +17,7 @@ _DATASET_HELP = ("SRC: a .npy clip array (NTHWC/THWC in [-1, 1]), a video file (
 
 
 def _is_dataset_run(source: Path, output: Path) -> bool:
-    from i3d_convert.integrations.dataset.sources import MANIFEST_SUFFIXES
+    from i3d_convert.dataset.sources import MANIFEST_SUFFIXES
 
     return source.is_dir() or source.suffix.lower() in MANIFEST_SUFFIXES or output.suffix.lower() != ".npy"
 
@@ -56,7 +56,7 @@ def _progress_bar(quiet: bool):
 def _run_dataset(job, quiet: bool, as_json: bool) -> None:
     import time
 
-    from i3d_convert.integrations.dataset.runner import run_feature_job
+    from i3d_convert.dataset.runner import run_feature_job
 
     bar, task = _progress_bar(quiet)
     started, windows = time.perf_counter(), [0]
@@ -76,7 +76,7 @@ def _run_dataset(job, quiet: bool, as_json: bool) -> None:
 
 
 def _report(summary, as_json: bool, quiet: bool) -> None:
-    from i3d_convert.integrations.dataset.distributed import context_from_environment
+    from i3d_convert.distributed import context_from_environment
 
     if not context_from_environment().is_main:
         if summary.failed:
@@ -125,8 +125,8 @@ def features(
     as_json: JsonSummary = False,
 ) -> None:
     """I3D features over sliding windows, of one clip or of a whole dataset (RGB, TV-L1 flow or both)."""
-    from i3d_convert.integrations.dataset.recipe import FeatureSettings
-    from i3d_convert.integrations.dataset.runner import FeatureJob
+    from i3d_convert.dataset.recipe import FeatureSettings
+    from i3d_convert.dataset.runner import FeatureJob
 
     settings = FeatureSettings(stream=stream, endpoint=endpoint, window=window, stride=stride,
                                batch_size=batch_size, decode=_decode_options(fps, resize, crop, frames))

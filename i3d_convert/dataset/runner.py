@@ -21,13 +21,13 @@ import torch
 from i3d_convert import architecture as arch
 from i3d_convert._version import __version__
 from i3d_convert.errors import I3DConvertError, PathLike
-from i3d_convert.integrations.dataset import distributed as dist
-from i3d_convert.integrations.dataset import manifest
-from i3d_convert.integrations.dataset.models import StreamModel, load_stream_model
-from i3d_convert.integrations.dataset.outputs import output_name, write_output
-from i3d_convert.integrations.dataset.recipe import FeatureSettings, PreparedVideo, prepare_video, source_stat
-from i3d_convert.integrations.dataset.sources import VideoSource, list_sources
-from i3d_convert.integrations.features import extract_features
+from i3d_convert import distributed as dist
+from i3d_convert.dataset import manifest
+from i3d_convert.dataset.models import StreamModel, load_stream_model
+from i3d_convert.dataset.outputs import output_name, write_output
+from i3d_convert.dataset.recipe import FeatureSettings, PreparedVideo, prepare_video, source_stat
+from i3d_convert.dataset.sources import VideoSource, list_sources
+from i3d_convert.dataset.features import extract_features
 
 #: ``progress(done_videos, total_videos, windows, video_name)`` on rank 0 after each video.
 ProgressFn = Callable[[int, int, int, str], None]

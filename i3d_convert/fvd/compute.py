@@ -11,7 +11,7 @@ import torch
 
 from i3d_convert._version import __version__
 from i3d_convert.errors import I3DConvertError
-from i3d_convert.integrations.fvd import FVD_RELEASE, fvd_i3d
+from i3d_convert.fvd.network import FVD_RELEASE, fvd_i3d
 
 from .inputs import check_videos, to_0_255
 from .protocols import Protocol, get_protocol
@@ -32,7 +32,7 @@ def weights_identity(model: torch.nn.Module, verified: bool) -> Dict[str, Any]:
 class FVDFeatures:
     """The FVD network under one protocol: ``extractor(videos [N, T, H, W, 3] on [0, 255]) -> [N, 400] float32``.
 
-    ``weights``: any source :func:`~i3d_convert.integrations.fvd.load_fvd_arrays` reads (``None``:
+    ``weights``: any source :func:`~i3d_convert.fvd.network.load_fvd_arrays` reads (``None``:
     the cache); checked against ``rgb_scratch``'s crc32c unless ``verify=False``. ``compile_pools``:
     :meth:`~i3d_convert.models.i3d.InceptionI3d.compile_max_pools` (the same bits; speed only).
     """

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from i3d_convert.architecture import MIN_LOGITS_FRAMES
 from i3d_convert.errors import I3DConvertError
-from i3d_convert.integrations.fvd import FVD_RESOLUTION, preprocess_for_fvd
+from i3d_convert.fvd.network import FVD_RESOLUTION, preprocess_for_fvd
 
 #: The network's smallest clip (Logits' [2, 7, 7] average pool needs 2 time steps at Mixed_5c), under
 #: the name callers import.

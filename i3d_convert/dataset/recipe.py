@@ -20,8 +20,8 @@ from typing import Optional
 import numpy as np
 
 from i3d_convert.errors import I3DConvertError
-from i3d_convert.integrations.dataset.flow import TVL1Params, flow_to_input, tvl1_flow
-from i3d_convert.integrations.dataset.sources import VideoSource
+from i3d_convert.flow.tvl1 import TVL1Params, flow_to_input, tvl1_flow
+from i3d_convert.dataset.sources import VideoSource
 from i3d_convert.io.video_decode import DecodeError, DecodeOptions, decode
 
 STREAMS = ("rgb", "flow", "both")
@@ -50,7 +50,7 @@ class FeatureSettings:
     flow: TVL1Params = field(default_factory=TVL1Params)
 
     def __post_init__(self) -> None:
-        from i3d_convert.integrations.features import FEATURE_ENDPOINTS
+        from i3d_convert.dataset.features import FEATURE_ENDPOINTS
 
         if self.endpoint not in FEATURE_ENDPOINTS:
             raise I3DConvertError(f"unknown endpoint {self.endpoint!r}; choose one of {', '.join(FEATURE_ENDPOINTS)}")

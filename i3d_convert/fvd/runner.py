@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from i3d_convert.errors import I3DConvertError
-from i3d_convert.integrations.dataset import distributed
+from i3d_convert import distributed
 
 from .compute import FVDFeatures
 from .inputs import ClipOptions, VideoSet, select_clips

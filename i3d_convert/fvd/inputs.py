@@ -140,7 +140,7 @@ class VideoSet:
             self.input_range = input_range or detect_range(np.asarray(array), str(self.source))
             self._array = array
         else:
-            from i3d_convert.integrations.dataset.sources import list_sources
+            from i3d_convert.dataset.sources import list_sources
 
             if input_range not in (None, "0-255"):
                 raise I3DConvertError(f"video files are decoded to uint8 [0, 255]; input_range={input_range!r} "

@@ -48,7 +48,7 @@ def load_stream_model(stream: str, spec: Optional[str], endpoint: str, device: t
     (None: :data:`DEFAULT_RELEASE`). Its input channels must fit the stream (3 RGB, 2 flow).
     ``compile_pools``: :meth:`~i3d_convert.models.i3d.InceptionI3d.compile_max_pools` (same bits)."""
     from i3d_convert.conversion.tf_to_torch import sha256_of_files
-    from i3d_convert.integrations.hub import cached_release_weights, i3d
+    from i3d_convert.weights.factory import cached_release_weights, i3d
 
     spec = spec or DEFAULT_RELEASE[stream]
     path = Path(spec)

@@ -1,0 +1,1 @@
+"""Weights: the release registry, the one cache and the one model factory."""
