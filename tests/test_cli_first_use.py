@@ -34,12 +34,8 @@ def offline(monkeypatch, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def rgb_weights(synthetic_checkpoint, tmp_path_factory) -> Path:
-    from i3d_convert.conversion.tf_to_torch import convert_to_file
-
-    path = tmp_path_factory.mktemp("weights") / "rgb.safetensors"
-    convert_to_file(synthetic_checkpoint("rgb_imagenet"), path)
-    return path
+def rgb_weights(converted_weights) -> Path:
+    return converted_weights("rgb_imagenet")
 
 
 @pytest.fixture(scope="module")

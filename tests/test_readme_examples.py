@@ -125,10 +125,19 @@ def test_features_examples_run_as_written(workdir):
     assert {k: v.shape for k, v in two_stream.items()} == {"rgb": (1, 400), "flow": (1, 400), "joint": (1, 400)}
 
 
-def test_torch_to_tf_example_runs_as_written_and_creates_its_folder(synthetic_checkpoint, tmp_path):
-    from i3d_convert.conversion.tf_to_torch import convert_to_file
+@pytest.mark.slow
+def test_fvd_examples_run_as_written(workdir):
+    lines = readme_commands(SECTIONS[1])
+    for line in lines:
+        proc = run_line(line, workdir)
+        assert proc.returncode == 0, f"{line}\n{proc.stderr[-2000:]}"
+    result = json.loads(proc.stdout)
+    assert result["n_a"] == 3 and result["n_b"] == 3 and result["protocol"] == "reference"
+    assert np.isfinite(result["fvd"]) and result["fvd"] > 0
 
-    convert_to_file(synthetic_checkpoint("rgb_imagenet"), tmp_path / "finetuned.safetensors")
+
+def test_torch_to_tf_example_runs_as_written_and_creates_its_folder(converted_weights, tmp_path):
+    (tmp_path / "finetuned.safetensors").symlink_to(converted_weights("rgb_imagenet"))
     (line,) = readme_commands(TORCH_TO_TF)
     proc = run_line(line, tmp_path)
     assert proc.returncode == 0, f"{line}\n{proc.stderr[-2000:]}"

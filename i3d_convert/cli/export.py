@@ -16,7 +16,8 @@ from i3d_convert.errors import I3DConvertError
 
 def torch_to_tf(
     state_dict: Path = typer.Argument(..., help="PyTorch state_dict file (.safetensors or .pt)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Checkpoint prefix to write, e.g. DIR/model.ckpt (DIR is created if missing)."),
+    output: Path = typer.Option(..., "-o", "--output",
+                                help="Checkpoint prefix to write, e.g. DIR/model.ckpt (DIR is created if missing)."),
     scope: str = typer.Option("rgb", "--scope", help="Variable scope: rgb (RGB/inception_i3d/), flow (Flow/inception_i3d/) or none."),
     layout: str = typer.Option("native", "--layout", help="Layout of the state_dict: native or piergiaj."),
     bn_5d: bool = typer.Option(False, "--bn-5d", help="Write batch-norm vectors as [1,1,1,1,C] (the kin600 layout)."),

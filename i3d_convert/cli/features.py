@@ -93,8 +93,8 @@ def _report(summary, as_json: bool, quiet: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(record, indent=2) + "\n")
     elif not quiet:
-        sys.stdout.write(f"{counted(summary.videos, 'video')}: {summary.computed} computed, {summary.skipped} up to date, "
-                         f"{summary.failed} failed; manifest {summary.manifest} ({summary.seconds:.1f} s)\n")
+        sys.stdout.write(f"{counted(summary.videos, 'video')}: {summary.computed} computed, "
+                         f"{summary.skipped} up to date, {summary.failed} failed; manifest {summary.manifest} ({summary.seconds:.1f} s)\n")
     for video, error in summary.failures:
         sys.stderr.write(f"failed: {video}: {error}\n")
     if summary.failed:

@@ -37,8 +37,8 @@ def _clip_features(run: SingleRun, dev):
 
     clips = load_clips(run.source)
     endpoint = run.settings.endpoint
-    model = i3d(run.release, weights=run.weights or release_weights(run.release), progress=False, final_endpoint=final_endpoint_for(endpoint),
-                allow_non_finite=run.allow_non_finite).to(dev)
+    model = i3d(run.release, weights=run.weights or release_weights(run.release), progress=False,
+                final_endpoint=final_endpoint_for(endpoint), allow_non_finite=run.allow_non_finite).to(dev)
     if run.compile_pools:
         model.compile_max_pools()
     result = extract_features(model, clips, endpoint=endpoint, window=run.settings.window, stride=run.settings.stride,
