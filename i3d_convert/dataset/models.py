@@ -58,7 +58,8 @@ def release_weights(release: str, argument: str = "weights") -> Path:
                    "are only downloaded")
         raise I3DConvertError(f"no weights given for the {RELEASES[release].stream} stream, so DeepMind's {release} "
                               f"release is used, which is downloaded and converted on first use, and that failed "
-                              f"({exc}); offline, pass {argument}=FILE: {offline}") from None
+                              f"({exc}); get it with `i3d-convert download {release}` where the network is "
+                              f"reachable, or offline pass {argument}=FILE: {offline}") from None
 
 
 def load_stream_model(stream: str, spec: Optional[str], endpoint: str, device: torch.device,
