@@ -68,11 +68,10 @@ def workdir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("readme")
     (root / ".cache").symlink_to(REPO_ROOT / ".cache", target_is_directory=True)
     write_test_video(root / "video.mp4", moving_video(40, 0), fps=25)
-    for folder, seeds, frames in (("videos", (1, 2), 30), ("real_videos", (3, 4, 5), 20),
-                                  ("fake_videos", (6, 7, 8), 20)):
+    for folder, seeds in (("videos", (1, 2)), ("real_videos", (3, 4, 5)), ("fake_videos", (6, 7, 8))):
         (root / folder).mkdir()
-        for seed in seeds:  # videos/: 25 frames at 25 fps, one 16-frame window for RGB and flow alike
-            write_test_video(root / folder / f"clip{seed}.mp4", moving_video(frames, seed), fps=30)
+        for seed in seeds:
+            write_test_video(root / folder / f"clip{seed}.mp4", moving_video(20, seed), fps=30)
     (root / "hubconf.py").symlink_to(REPO_ROOT / "hubconf.py")  # torch.hub.load(".", ...) in the clone
     return root
 
@@ -121,7 +120,7 @@ def test_features_examples_run_as_written(workdir):
     assert all(e["status"] == "done" for e in entries)
     from safetensors.numpy import load_file
 
-    two_stream = load_file(str(workdir / "feats3" / "clip1.mp4.safetensors"))  # the offline two-stream line
+    two_stream = load_file(str(workdir / "feats3" / "video.mp4.safetensors"))  # the offline two-stream line
     assert {k: v.shape for k, v in two_stream.items()} == {"rgb": (1, 400), "flow": (1, 400), "joint": (1, 400)}
 
 
