@@ -146,8 +146,8 @@ def test_a_missing_video_is_a_reason_not_an_errno(videos, rgb_weights, cli, monk
 def test_a_folder_run_names_each_failed_video_once_and_counts_in_words(videos, rgb_weights, tmp_path, cli):
     code, out, err = cli("features", videos / "videos", "-o", tmp_path / "feats", "--weights", rgb_weights, *SMALL)
     assert code == 1 and out.startswith("4 videos: 3 computed, 0 up to date, 1 failed"), out
-    assert err.strip().splitlines() == [
-        "failed: text.mp4: not a video or corrupt: cannot open (Invalid data found when processing input)"]
+    (failed,) = err.strip().splitlines()
+    assert failed.startswith("failed: text.mp4: not a video or corrupt") and failed.count("text.mp4") == 1, failed
     entry = [json.loads(x) for x in (tmp_path / "feats" / "manifest.jsonl").read_text().splitlines()][-1]
     assert entry["video"] == "text.mp4" and "text.mp4" not in entry["error"]
     code, out, err = cli("features", videos / "videos" / "a.mp4", "-o", tmp_path / "one", "--weights", rgb_weights,
