@@ -30,15 +30,15 @@ class SingleRun:
 
 def _clip_features(run: SingleRun, dev):
     """``(features, windows, clip description)`` of a .npy clip array (RGB or flow by its channels)."""
-    from i3d_convert.dataset.models import final_endpoint_for
+    from i3d_convert.dataset.models import final_endpoint_for, release_weights
     from i3d_convert.dataset.features import extract_features
     from i3d_convert.weights.factory import i3d
     from i3d_convert.io.clips import load_clips
 
     clips = load_clips(run.source)
     endpoint = run.settings.endpoint
-    model = i3d(run.release, weights=run.weights, progress=False, final_endpoint=final_endpoint_for(endpoint),
-                allow_non_finite=run.allow_non_finite).to(dev)
+    model = i3d(run.release, weights=run.weights or release_weights(run.release), progress=False,
+                final_endpoint=final_endpoint_for(endpoint), allow_non_finite=run.allow_non_finite).to(dev)
     if run.compile_pools:
         model.compile_max_pools()
     result = extract_features(model, clips, endpoint=endpoint, window=run.settings.window, stride=run.settings.stride,

@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from i3d_convert.errors import I3DConvertError
+from i3d_convert.errors import I3DConvertError, problem_with
 from i3d_convert.flow.tvl1 import TVL1Params, flow_to_input, tvl1_flow
 from i3d_convert.dataset.sources import VideoSource
 from i3d_convert.io.video_decode import DecodeError, DecodeOptions, decode
@@ -120,7 +120,7 @@ def flow_input(frames: np.ndarray, params: TVL1Params) -> np.ndarray:
 def prepare_video(index: int, source: VideoSource, settings: FeatureSettings) -> PreparedVideo:
     """Decode ``source`` with ``settings.decode`` and build each stream's input.
 
-    Never raises for a bad video: the problem is returned in ``error`` (one line).
+    Never raises for a bad video: the problem is returned in ``error`` (one line, without the path).
     """
     prepared = PreparedVideo(index, source)
     try:
@@ -138,6 +138,6 @@ def prepare_video(index: int, source: VideoSource, settings: FeatureSettings) ->
         if "flow" in settings.streams:
             prepared.flow = flow_input(frames, settings.flow)
     except (DecodeError, I3DConvertError, OSError) as exc:
-        prepared.error = " ".join(str(exc).split())
+        prepared.error = problem_with(exc, source.path)
         prepared.rgb = prepared.flow = None
     return prepared

@@ -20,11 +20,11 @@ import torch
 
 from i3d_convert import architecture as arch
 from i3d_convert._version import __version__
-from i3d_convert.errors import I3DConvertError, PathLike
+from i3d_convert.errors import I3DConvertError, PathLike, problem_with
 from i3d_convert import distributed as dist
 from i3d_convert.dataset import manifest
 from i3d_convert.dataset.models import StreamModel, load_stream_model
-from i3d_convert.dataset.outputs import output_name, write_output
+from i3d_convert.dataset.outputs import check_output_folder, output_name, write_output
 from i3d_convert.dataset.recipe import FeatureSettings, PreparedVideo, prepare_video, source_stat
 from i3d_convert.dataset.sources import VideoSource, list_sources
 from i3d_convert.dataset.features import extract_features
@@ -136,7 +136,7 @@ def _process(job: FeatureJob, video: PreparedVideo, models, identity, device, ou
     try:
         arrays = video_features(models, video, job.settings, device)
     except I3DConvertError as exc:
-        return {**entry, "status": "failed", "error": " ".join(str(exc).split())}
+        return {**entry, "status": "failed", "error": problem_with(exc, video.source.path)}
     name = output_name(video.source.relative, job.settings.streams, job.output_format)
     write_output(outdir / name, arrays, {"video": video.source.relative, "endpoint": job.settings.endpoint})
     rows = next(iter(arrays.values())).shape[0]
@@ -150,6 +150,7 @@ def run_feature_job(job: FeatureJob) -> RunSummary:
     context = dist.context_from_environment()
     device = dist.select_device(context, job.device)
     outdir = Path(job.outdir)
+    check_output_folder(outdir)
     sources = list_sources(job.source)
     if context.is_main:
         outdir.mkdir(parents=True, exist_ok=True)
