@@ -68,7 +68,7 @@ def stats_from_videos(extractor: FVDFeatures, videos: np.ndarray, input_range: O
     """:class:`FVDStats` of ``[N, T, H, W, 3]`` videos (uint8, or float in ``input_range``; detected if None)."""
     videos = check_videos(np.asarray(videos) if not isinstance(videos, torch.Tensor) else videos.cpu().numpy(), where)
     canonical = to_0_255(videos, input_range, where)
-    stats = FVDStats(metadata=extractor.metadata(frames=int(videos.shape[1]),
+    stats = FVDStats(metadata=extractor.metadata(frames=int(videos.shape[1]), clip_lengths=[int(videos.shape[1])],
                                                  source_resolutions=[f"{videos.shape[2]}x{videos.shape[3]}"]))
     return stats.update(extractor(canonical))
 
