@@ -34,7 +34,8 @@ from .inputs import ClipOptions
 from .protocols import get_protocol
 from .runner import StatsJob, compute_stats
 from .stats import FVDStats, is_stats_file, load_stats
-from .uncertainty import BootstrapResult, FVDInfinityResult, bootstrap_fvd, fvd_infinity, kernel_distance
+from .uncertainty import (BootstrapResult, FVDInfinityResult, bootstrap_fvd, check_fvd_infinity_sizes, check_kvd_sizes,
+                          fvd_infinity, kernel_distance)
 
 #: Videos per set below which the FVD is not comparable with published numbers (StyleGAN-V's fvd2048).
 PUBLISHED_N = 2048
@@ -179,7 +180,7 @@ def _protocol(request: FVDRequest, loaded: Dict[int, FVDStats], paths: Tuple[Pat
     return request.protocol
 
 
-def _check_pair(sets: Tuple[FVDStats, FVDStats], paths: Tuple[Path, Path], needs_features: bool) -> None:
+def _check_pair(sets: Tuple[FVDStats, FVDStats], paths: Tuple[Path, Path], request: FVDRequest) -> None:
     for stats, path in zip(sets, paths):
         if stats.n < 2:
             raise I3DConvertError(f"holds {stats.n} video; FVD needs at least 2 per set", path)
@@ -189,7 +190,11 @@ def _check_pair(sets: Tuple[FVDStats, FVDStats], paths: Tuple[Path, Path], needs
         raise I3DConvertError(f"the two sets' clips differ in length: {_describe_lengths(lengths[0])} ({paths[0]}) vs "
                               f"{_describe_lengths(lengths[1])} ({paths[1]}); FVD compares clips of one length (pass "
                               "--frames, or write both stats files with the same --frames)")
-    if needs_features:
+    if request.fvd_inf:
+        check_fvd_infinity_sizes(sets[0].n, sets[1].n)
+    if request.kvd:
+        check_kvd_sizes(sets[0].n, sets[1].n)
+    if request.needs_features:
         for stats, path in zip(sets, paths):
             if stats.features is None:
                 raise I3DConvertError("this stats file has no per-video features, which --bootstrap, --kvd and "
@@ -228,7 +233,7 @@ def compare(request: FVDRequest) -> FVDReport:
         sets.append(compute_stats(replace(request.job, source=path, protocol=protocol, clips=clips,
                                           keep_features=request.needs_features)))
     pair = (sets[0], sets[1])
-    _check_pair(pair, paths, request.needs_features)
+    _check_pair(pair, paths, request)
     for message in sample_size_warnings(pair, paths):
         warnings.warn(message, SampleSizeWarning, stacklevel=2)
     seed = request.clips.seed if request.clips.seed is not None else next(

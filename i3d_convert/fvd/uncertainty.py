@@ -37,8 +37,8 @@ from .protocols import Protocol, get_protocol
 #: gives a shorter range, and below about half the set the 1/N line bends for N < D + 1).
 FVD_INF_POINTS = 10
 FVD_INF_SMALLEST = 0.5
-#: Fewest videos per set for a line through FVD_INF_POINTS distinct subset sizes.
-FVD_INF_MIN_VIDEOS = 2 * FVD_INF_POINTS
+#: Fewest videos per set for a line (subsets of 5..10 videos: 6 distinct sizes); a useful one needs hundreds.
+FVD_INF_MIN_VIDEOS = 10
 
 
 def _features(rows: np.ndarray, where: str) -> np.ndarray:
@@ -126,9 +126,7 @@ def fvd_infinity(features_a: np.ndarray, features_b: np.ndarray, seed: int = 0,
     """Chong and Forsyth's extrapolation: FVD of subsets (without replacement) at ``points`` sizes from the
     whole sets down to ``smallest`` of them, a least-squares line in 1/N, its intercept at 1/N = 0."""
     a, b = _pair(features_a, features_b)
-    if min(len(a), len(b)) < FVD_INF_MIN_VIDEOS:
-        raise I3DConvertError(f"FVD-infinity fits a line through {points} subset sizes and needs at least "
-                              f"{FVD_INF_MIN_VIDEOS} videos per set, got {len(a)} and {len(b)}")
+    check_fvd_infinity_sizes(len(a), len(b))
     rng = np.random.default_rng(seed)
     rows = []
     for fraction in subset_fractions(points, smallest):
@@ -148,16 +146,29 @@ def fvd_infinity(features_a: np.ndarray, features_b: np.ndarray, seed: int = 0,
     return FVDInfinityResult(float(intercept), stderr, float(slope), r2, seed, rows)
 
 
+def check_fvd_infinity_sizes(n_a: int, n_b: int) -> None:
+    """Raise unless both sets are large enough for :func:`fvd_infinity`."""
+    if min(n_a, n_b) < FVD_INF_MIN_VIDEOS:
+        raise I3DConvertError(f"FVD-infinity fits a line through subset sizes and needs at least "
+                              f"{FVD_INF_MIN_VIDEOS} videos per set, got {n_a} and {n_b}")
+
+
+def check_kvd_sizes(n_a: int, n_b: int, max_block_size: int = 1024) -> int:
+    """The number of KVD blocks; raises unless every block gets at least 2 rows of each set."""
+    if max_block_size < 1:
+        raise I3DConvertError(f"max_block_size must be >= 1, got {max_block_size}")
+    blocks = math.ceil(max(n_a, n_b) / max_block_size)
+    if min(n_a, n_b) < 2 * blocks:
+        raise I3DConvertError(f"KVD splits the sets into {blocks} blocks of at most {max_block_size} and needs "
+                              f"at least 2 videos of each set per block, got {n_a} and {n_b}")
+    return blocks
+
+
 def kernel_distance(features_a: np.ndarray, features_b: np.ndarray, max_block_size: int = 1024) -> Tuple[float, float]:
     """KVD and its standard error, TF-GAN's block estimator (``features_a``: TF-GAN's ``activations1``,
     the real set), in float64. Every block needs at least 2 rows of each set."""
     a, b = _pair(features_a, features_b)
-    if max_block_size < 1:
-        raise I3DConvertError(f"max_block_size must be >= 1, got {max_block_size}")
-    blocks = math.ceil(max(len(a), len(b)) / max_block_size)
-    if min(len(a), len(b)) < 2 * blocks:
-        raise I3DConvertError(f"KVD splits the sets into {blocks} blocks of at most {max_block_size} and needs "
-                              f"at least 2 videos of each set per block, got {len(a)} and {len(b)}")
+    blocks = check_kvd_sizes(len(a), len(b), max_block_size)
     dim = np.float64(a.shape[1])
     estimates = np.array([_mmd_block(ra, rb, dim) for ra, rb in zip(_blocks(a, blocks), _blocks(b, blocks))])
     mean = estimates.mean()
@@ -185,4 +196,4 @@ def _mmd_block(r: np.ndarray, g: np.ndarray, dim: np.float64) -> np.float64:
 
 
 __all__ = ["BootstrapResult", "FVDInfinityResult", "FVD_INF_MIN_VIDEOS", "FVD_INF_POINTS", "FVD_INF_SMALLEST",
-           "bootstrap_fvd", "fvd_infinity", "fvd_of_features", "kernel_distance", "subset_fractions"]
+           "bootstrap_fvd", "check_fvd_infinity_sizes", "check_kvd_sizes", "fvd_infinity", "fvd_of_features", "kernel_distance", "subset_fractions"]
