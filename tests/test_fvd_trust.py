@@ -75,7 +75,7 @@ def _real_network_features() -> tuple:
         from i3d_convert.io.video_decode import DecodeOptions, decode
 
         frames = decode(require_gif(), DecodeOptions(fps=None, resize_mode="none"))
-        windows = np.stack([frames[s:s + 9] for s in range(0, 66, 6)])[:, :, ::2, ::2]  # 12 x 9 x 112 x 112
+        windows = np.stack([frames[s:s + 9] for s in range(0, 67, 6)])[:, :, ::2, ::2]  # 12 x 9 x 112 x 112
         noisy = windows[:, :, :, ::-1].astype(np.float32) + np.random.default_rng(0).normal(0, 25, windows.shape)
         extractor = FVDFeatures("reference", require_sdist(), batch_size=6)
         _cache["trust-features"] = (extractor(windows), extractor(np.clip(noisy, 0, 255).astype(np.uint8)))
