@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch  # noqa: F401  (import order: torch before TensorFlow, see conftest)
 
+from conftest import REPO_ROOT
 from i3d_convert.errors import I3DConvertError
 from i3d_convert.fvd import FVDStats, load_stats, save_stats
-from i3d_convert.fvd.frechet import frechet_distance_from_moments
 from i3d_convert.fvd.uncertainty import bootstrap_fvd, fvd_infinity, fvd_of_features, kernel_distance
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -102,26 +102,13 @@ def test_kvd_refuses_blocks_with_fewer_than_two_videos():
 # --------------------------------------------------------------------------- Gaussian features, known distance
 
 
-class Gaussians:
-    """Set A ~ N(0, S_a), set B ~ N(mu, S_b) in D dimensions, spectra decaying like k^-0.7; ``true`` is
-    the closed-form Fréchet distance of the two distributions."""
+def Gaussians(dim: int):
+    """bench/fvd_sample_size.py's pair of Gaussian feature distributions in ``dim`` dimensions: ``draw(seed, n)``
+    gives ``n`` rows of each set, ``true`` their Fréchet distance in closed form."""
+    sys.path.insert(0, str(REPO_ROOT / "bench"))
+    from fvd_sample_size import GaussianPair
 
-    def __init__(self, dim: int) -> None:
-        self.dim = dim
-        self.root_a, cov_a = self._covariance(1, 1.0)
-        self.root_b, cov_b = self._covariance(2, 1.3)
-        self.mu = np.random.default_rng(3).standard_normal(dim) * 0.3
-        self.true = float(frechet_distance_from_moments(np.zeros(dim), cov_a, self.mu, cov_b))
-
-    def _covariance(self, seed: int, scale: float):
-        q, _ = np.linalg.qr(np.random.default_rng(seed).standard_normal((self.dim, self.dim)))
-        spectrum = scale / np.arange(1, self.dim + 1) ** 0.7
-        return q * np.sqrt(spectrum), (q * spectrum) @ q.T
-
-    def draw(self, seed: int, n: int):
-        rng = np.random.default_rng(seed)
-        a = rng.standard_normal((n, self.dim)) @ self.root_a.T
-        return a, rng.standard_normal((n, self.dim)) @ self.root_b.T + self.mu
+    return GaussianPair(dim)
 
 
 def test_bootstrap_std_agrees_within_25_percent_with_the_spread_over_300_independent_samples():
@@ -322,7 +309,6 @@ def test_cli_videos_against_a_stats_file_take_its_frames_and_say_so(clip_videos,
 
 @pytest.mark.slow
 def test_bootstrap_fvd_inf_and_kvd_do_not_depend_on_the_torchrun_world_size(tmp_path):
-    from conftest import REPO_ROOT
     from realweights import require_sdist
 
     rng = np.random.default_rng(5)
