@@ -97,7 +97,7 @@ def plot(result: dict, path: Path) -> None:
                 label="same sample: --fvd-inf (+- 2 stderr of the fit)")
     ax.axhline(true, color="black", lw=1.2, ls="--", label=f"true distance {true:.1f}")
     ax.axvline(result["dim"] + 1, color="grey", lw=0.8, ls=":")
-    ax.text(result["dim"] + 1, ax.get_ylim()[1], " N = D + 1", va="top", fontsize=8, color="grey")
+    ax.text(result["dim"] + 1, ax.get_ylim()[0], " N = D + 1", va="bottom", fontsize=8, color="grey")
     ax.set_xscale("log", base=2)
     ax.set_xticks(n, [str(v) for v in n])
     ax.set_xlabel("videos per set (N)")
