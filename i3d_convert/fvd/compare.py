@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from i3d_convert._version import __version__
 from i3d_convert.errors import I3DConvertError
 
-from .compute import distance
+from .compute import check_same_clips, clip_lengths, distance
 from .inputs import ClipOptions
 from .protocols import get_protocol
 from .runner import StatsJob, compute_stats
@@ -135,13 +135,6 @@ class FVDReport:
         return out
 
 
-def _clip_lengths(metadata: Dict[str, Any]) -> Optional[List[int]]:
-    """The clip lengths a stats file's features were made from (older files: its ``frames``), or None."""
-    if metadata.get("clip_lengths"):
-        return list(metadata["clip_lengths"])
-    return [metadata["frames"]] if isinstance(metadata.get("frames"), int) else None
-
-
 def _describe_lengths(lengths: List[int]) -> str:
     return f"{', '.join(map(str, lengths))} frames"
 
@@ -153,7 +146,7 @@ def _clips_for_videos(request: FVDRequest, stats: Optional[FVDStats], stats_path
     chosen = {"frames": given.frames, "clip": given.clip, "seed": given.seed}
     taken = []
     recorded = stats.metadata if stats is not None else {}
-    lengths = _clip_lengths(recorded)
+    lengths = clip_lengths(recorded)
     if given.frames is not None and lengths is not None and lengths != [given.frames]:
         raise I3DConvertError(f"its clips are {_describe_lengths(lengths)}, not frames={given.frames}; FVD compares "
                               "clips of one length (leave out --frames to use the stats file's)", stats_path)
@@ -185,11 +178,7 @@ def _check_pair(sets: Tuple[FVDStats, FVDStats], paths: Tuple[Path, Path], reque
         if stats.n < 2:
             raise I3DConvertError(f"holds {stats.n} video; FVD needs at least 2 per set", path)
     sets[0].check_compatible(sets[1], "the two sets")
-    lengths = [_clip_lengths(s.metadata) for s in sets]
-    if None not in lengths and lengths[0] != lengths[1]:
-        raise I3DConvertError(f"the two sets' clips differ in length: {_describe_lengths(lengths[0])} ({paths[0]}) vs "
-                              f"{_describe_lengths(lengths[1])} ({paths[1]}); FVD compares clips of one length (pass "
-                              "--frames, or write both stats files with the same --frames)")
+    check_same_clips(sets[0], sets[1], (str(paths[0]), str(paths[1])))
     if request.fvd_inf:
         check_fvd_infinity_sizes(sets[0].n, sets[1].n)
     if request.kvd:
