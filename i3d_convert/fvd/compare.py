@@ -131,7 +131,8 @@ class FVDReport:
             out.append(f"FVD-infinity {f.value:.6g} +- {f.stderr:.3g} (line in 1/N through {len(f.points)} subset "
                        f"sizes {sizes}, slope {f.slope:.4g}, R^2 {f.r2:.3f}, seed {f.seed})")
         if self.kvd is not None:
-            out.append(f"KVD {self.kvd[0]:.6g} +- {self.kvd[1]:.3g} (TF-GAN's block estimate)")
+            spread = "one block: no std" if math.isnan(self.kvd[1]) else f"+- {self.kvd[1]:.3g}, block estimate"
+            out.append(f"KVD {self.kvd[0]:.6g} ({spread}; TF-GAN's kernel distance)")
         return out
 
 
