@@ -42,7 +42,7 @@ def sliding_frames(count: int, height: int = 40, width: int = 60, seed: int = 0)
 def video(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("stream") / "videos" / "slide.mkv"
     path.parent.mkdir()
-    write_test_video(path, sliding_frames(30), fps=25)
+    write_test_video(path, sliding_frames(22), fps=25)
     return path
 
 
@@ -88,10 +88,10 @@ def test_streamed_two_streams_equal_the_whole_video_path_bit_for_bit(video, weig
 
 
 def test_rgb_stream_alone_uses_every_frame_and_equals_the_whole_video_path(video, weights, tmp_path):
-    settings = FeatureSettings(stream="rgb", window=10, stride=10, batch_size=2, decode=DECODE)
+    settings = FeatureSettings(stream="rgb", window=10, stride=10, batch_size=1, decode=DECODE)
     run(video, tmp_path / "out", weights, settings)
     got = np.load(tmp_path / "out" / "slide.mkv.npy")
-    assert got.shape == (3, 1024)  # 30 frames: windows at 0, 10, 20 (with flow only 29 usable: 2)
+    assert got.shape == (2, 1024)  # 22 frames: windows at 0, 10 (12..21 do not fill a window)
     assert np.array_equal(got, whole_video(video, weights, settings)["rgb"])
 
 
@@ -111,12 +111,12 @@ def test_the_buffer_holds_at_most_one_window_and_one_frame_whatever_the_length(t
 
 def test_a_video_shorter_than_the_window_fails_naming_both_lengths(video):
     settings = FeatureSettings(stream="flow", window=40, decode=DECODE)
-    with pytest.raises(I3DConvertError, match="30 frames after decoding, 29 usable .* window of 40; use a window of at most 29"):
+    with pytest.raises(I3DConvertError, match="22 frames after decoding, 21 usable .* window of 40; use a window of at most 21"):
         list(VideoWindows(video, settings))
 
 
 def test_a_run_stopped_mid_video_resumes_from_its_checkpoint_to_the_same_bits(video, weights, tmp_path, monkeypatch):
-    settings = FeatureSettings(stream="both", window=6, stride=3, batch_size=2, decode=DECODE)
+    settings = FeatureSettings(stream="both", window=6, stride=7, batch_size=1, decode=DECODE)
     run(video, tmp_path / "reference", weights, settings)
     saves = []
     real_save = partial_module.PartialFeatures.save
@@ -130,9 +130,9 @@ def test_a_run_stopped_mid_video_resumes_from_its_checkpoint_to_the_same_bits(vi
     monkeypatch.setattr(partial_module.PartialFeatures, "save", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         run(video, tmp_path / "out", weights, settings, checkpoint_seconds=0)
-    assert saves == [0, 2] and not (tmp_path / "out" / "slide.mkv.safetensors").exists()
+    assert saves == [0, 1] and not (tmp_path / "out" / "slide.mkv.safetensors").exists()
     assert sorted(p.name for p in (tmp_path / "out" / ".partial" / "slide.mkv").glob("*.npz")) == [
-        "w000000000-000000002.npz", "w000000002-000000004.npz"]
+        "w000000000-000000001.npz", "w000000001-000000002.npz"]
     monkeypatch.setattr(partial_module.PartialFeatures, "save", real_save)
     starts = []
     real_init = runner_module.VideoWindows.__init__
@@ -143,14 +143,14 @@ def test_a_run_stopped_mid_video_resumes_from_its_checkpoint_to_the_same_bits(vi
 
     monkeypatch.setattr(runner_module.VideoWindows, "__init__", spy)
     summary = run(video, tmp_path / "out", weights, settings, checkpoint_seconds=0)
-    assert summary.computed == 1 and starts == [4]  # resumed after the 4 checkpointed windows
+    assert summary.computed == 1 and starts == [2]  # resumed after the 2 checkpointed windows of 3
     name = "slide.mkv.safetensors"
     assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "reference" / name).read_bytes()
     assert not (tmp_path / "out" / ".partial").exists()
 
 
 def test_a_checkpoint_of_other_settings_is_discarded(video, weights, tmp_path):
-    settings = FeatureSettings(stream="rgb", window=6, stride=3, batch_size=2, decode=DECODE)
+    settings = FeatureSettings(stream="rgb", window=10, stride=10, batch_size=2, decode=DECODE)
     stale = partial_module.PartialFeatures(tmp_path / "out", "slide.mkv", {"settings_key": "other"})
     stale.save(0, {"rgb": np.zeros((2, 1024), np.float32)})
     run(video, tmp_path / "out", weights, settings)

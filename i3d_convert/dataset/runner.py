@@ -171,7 +171,7 @@ def video_features(models: Dict[str, StreamModel], source: PathLike, settings: F
 
 
 def _joined(rows: Dict[str, List[np.ndarray]], settings: FeatureSettings) -> Dict[str, np.ndarray]:
-    out = {stream: np.concatenate(parts) for stream, parts in rows.items()}
+    out = {stream: np.concatenate(rows[stream]) for stream in settings.streams}  # one order: the same file bytes
     if len(out) == 2 and settings.endpoint == arch.LOGITS_NAME:
         out["joint"] = out["rgb"] + out["flow"]  # DeepMind's two-stream logits: the sum
     return out
