@@ -13,7 +13,7 @@ Weights are synthetic (speed does not depend on their values). Prints one JSON r
 measurement and a header naming the CPU (model, AVX2/AVX-512/AMX flags) and thread count.
 
 ``--lengths`` measures instead peak RSS and videos/s of ``features`` against the video's length:
-one generated 320x240 25 fps mp4 per length (written frame by frame, never held whole), each run in
+one generated 320x240 25 fps mp4 per length (a one-minute segment repeated), each run in
 a fresh process (``ru_maxrss`` of that process; workers 0 so decoding, TV-L1 and the model are all
 counted), same settings for every length. ``--kill-resume MINUTES`` then kills a run of that
 length after its first checkpoint (SIGKILL), reruns it, and checks the output's bytes against the
@@ -120,8 +120,8 @@ def bench_end_to_end(folder: Path, weights: dict, workers: int, stream: str) -> 
             "windows_per_s": rate(windows, seconds), "seconds": round(seconds, 2)}
 
 
-def write_long_video(path: Path, minutes: float, fps: int = 25) -> Path:
-    """A 320x240 mp4 of ``minutes`` minutes: a seeded texture sliding 2 px a frame, encoded frame by frame."""
+def write_segment(path: Path, seconds: float, fps: int = 25) -> Path:
+    """A 320x240 mp4: a seeded texture sliding 2 px a frame, encoded frame by frame (never held whole)."""
     import av
 
     rng = np.random.default_rng(0)
@@ -130,12 +130,31 @@ def write_long_video(path: Path, minutes: float, fps: int = 25) -> Path:
     with av.open(str(path), mode="w") as out:
         stream = out.add_stream("libx264", rate=fps, options={"crf": "23", "preset": "ultrafast"})
         stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
-        for t in range(int(minutes * 60 * fps)):
+        for t in range(int(seconds * fps)):
             x = (2 * t) % 320
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(base[:, x: x + 320]), format="rgb24")
             frame.pts = t
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
+    return path
+
+
+def write_long_video(path: Path, minutes: float, segment: Path) -> Path:
+    """``minutes`` of video: the one-minute ``segment`` repeated (packets copied, timestamps shifted:
+    no re-encoding, so an hour is written in seconds on a loaded machine)."""
+    import av
+
+    with av.open(str(segment)) as source, av.open(str(path), mode="w") as out:
+        template = source.streams.video[0]
+        stream = out.add_stream_from_template(template)
+        packets = [p for p in source.demux(template) if p.size]
+        step = max(p.pts + p.duration for p in packets)
+        for repeat in range(int(round(minutes))):
+            for packet in packets:
+                packet.pts += step if repeat else 0
+                packet.dts += step if repeat else 0
+                packet.stream = stream
+                out.mux(packet)
     return path
 
 
@@ -162,9 +181,10 @@ def _child_command(args, video: Path, outdir: Path, weights: dict, checkpoint_se
 def bench_lengths(args, tmp: Path, weights: dict) -> None:
     """Peak RSS and videos/s against length; optionally a kill and resume of one length."""
     outputs = {}
+    segment = write_segment(tmp / "segment.mp4", 60)
     for minutes in args.lengths:
         (tmp / f"{minutes:g}min").mkdir()
-        video = write_long_video(tmp / f"{minutes:g}min" / f"video{minutes:g}.mp4", minutes)
+        video = write_long_video(tmp / f"{minutes:g}min" / f"video{minutes:g}.mp4", minutes, segment)
         outdir = tmp / f"out{minutes:g}"
         proc = subprocess.run(_child_command(args, video, outdir, weights, 1e9), capture_output=True, text=True)
         if proc.returncode:

@@ -168,3 +168,42 @@ def test_a_feature_rate_is_a_whole_stride_in_frames(fps, rate, stride):
 def test_a_feature_rate_that_is_no_whole_stride_is_refused(fps, rate, message):
     with pytest.raises(I3DConvertError, match=message):
         stride_for_rate(fps, rate)
+
+
+def test_cli_crops_feature_rate_and_checkpoints_on_a_folder_and_on_one_video(video, weights, tmp_path, capsys):
+    from conftest import cli_runner
+
+    from i3d_convert.cli.app import main
+
+    common = ["--weights", str(weights["rgb"]), "--device", "cpu", "--quiet", "--resize", "40", "--crop", "32",
+              "--window", "8", "--batch-size", "2", "--crops", "five", "--feature-rate", "2.5"]  # 25 fps / 2.5 = 10
+    code, _, err = cli_runner(main, capsys)("features", str(video.parent), "-o", str(tmp_path / "dir"), *common,
+                                            "--workers", "0", "--checkpoint-seconds", "0")
+    assert code == 0, err
+    folder = np.load(tmp_path / "dir" / "slide.mkv.npy")
+    assert folder.shape == (2, 5, 1024)  # 22 frames: windows at 0 and 10
+    code, _, err = cli_runner(main, capsys)("features", str(video), "-o", str(tmp_path / "one.npy"), *common)
+    assert code == 0, err
+    assert np.array_equal(np.load(tmp_path / "one.npy"), folder)
+
+
+@pytest.mark.parametrize("extra,message", [(["--fps", "native"], "--fps native"),
+                                           (["--stride", "4"], "--stride or --feature-rate, not both")])
+def test_cli_refuses_a_feature_rate_it_cannot_honour_in_one_line(video, tmp_path, capsys, extra, message):
+    from conftest import cli_runner
+
+    from i3d_convert.cli.app import main
+
+    code, _, err = cli_runner(main, capsys)("features", str(video), "-o", str(tmp_path / "f.npy"),
+                                            "--feature-rate", "2", *extra)
+    assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_frames_no_window_wants_are_decoded_but_not_converted(video):
+    from i3d_convert.io.video_decode import iter_frames
+
+    every = decode(video, DECODE)
+    sparse = list(iter_frames(video, DECODE, wanted=lambda t: t % 5 == 0))
+    assert len(sparse) == len(every) == 22
+    assert all((frame is None) == (t % 5 != 0) for t, frame in enumerate(sparse))
+    assert all(np.array_equal(sparse[t], every[t]) for t in range(0, 22, 5))

@@ -33,6 +33,8 @@ class PartialFeatures:
 
     def _chunks(self) -> List[Tuple[int, int, Path]]:
         """The chunks that follow each other from window 0, if the identity matches; else none (cleared)."""
+        if not self.folder.is_dir():
+            return []
         try:
             recorded = json.loads((self.folder / "identity.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):

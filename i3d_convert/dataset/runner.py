@@ -215,7 +215,8 @@ def _add_chunk(job: FeatureJob, video: _InFlight, chunk: _Chunk, models, device)
     if time.monotonic() - video.saved_at >= job.checkpoint_seconds:
         video.partial.save(video.saved, {s: np.concatenate(parts[video.saved_parts:])
                                          for s, parts in video.rows.items()})
-        video.saved, video.saved_parts, video.saved_at = video.windows, len(video.rows[stream]), time.monotonic()
+        video.saved, video.saved_at = video.windows, time.monotonic()
+        video.saved_parts = len(next(iter(video.rows.values())))
 
 
 def run_feature_job(job: FeatureJob) -> RunSummary:

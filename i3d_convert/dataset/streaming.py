@@ -3,7 +3,8 @@
 Memory is bounded by the window, stride, batch size and crops, never by the video's length: frames
 come one at a time from :func:`~i3d_convert.io.video_decode.iter_frames`; the buffer keeps only the
 frames (uint8) and flow fields of windows not yet cut, so overlapping windows reuse them; a frame
-no window needs is never stored and a flow field no window needs is never computed. Flow fields are
+no window needs is decoded but never converted, resized or stored, and a flow field no window
+needs is never computed. Flow fields are
 computed in runs of consecutive frames with one frame of overlap (field ``t`` is frame ``t`` to
 ``t + 1``, each pair independent of the others), so the fields equal those of the whole video.
 
@@ -77,14 +78,14 @@ class VideoWindows:
         size = self.settings.decode.crop
         shape = None
         k, batch = self.first_window, []
-        for t, frame in enumerate(iter_frames(self.path, self._decode_options())):
+        for t, frame in enumerate(iter_frames(self.path, self._decode_options(), wanted=self._needed)):
             self.frames = t + 1
-            if shape is None:
-                shape = frame.shape
-            elif frame.shape != shape:
-                raise DecodeError(self.path, f"frame size changes within the video ({shape} then {frame.shape}); "
-                                             "use resize_mode='deepmind'")
-            if self._needed(t):
+            if frame is not None:
+                if shape is None:
+                    shape = frame.shape
+                elif frame.shape != shape:
+                    raise DecodeError(self.path, f"frame size changes within the video ({shape} then "
+                                                 f"{frame.shape}); use resize_mode='deepmind'")
                 self._frames[t] = frame[None] if base == 1 else cut_crops(frame, size, base)
             while k * self.stride + self.window + self.extra <= self.frames:
                 batch.append(self._cut(k))
