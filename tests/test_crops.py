@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from i3d_convert.conversion.tf_to_torch import convert_to_file
 from i3d_convert.dataset.crops import TORCHVISION_TEN_CROP_ORDER, crop_offsets, cut_crops, mirrored
 from i3d_convert.dataset.recipe import FeatureSettings
 from i3d_convert.dataset.runner import FeatureJob, run_feature_job
@@ -16,6 +15,7 @@ from i3d_convert.dataset.streaming import VideoWindows, crop_inputs
 from i3d_convert.errors import I3DConvertError
 from i3d_convert.io.video_decode import DecodeOptions
 from i3d_convert.io.video_write import write_test_video
+from test_streaming import weights  # noqa: F401  (the converted synthetic weights fixture)
 
 #: Frames are written at their final size (no resize): 40 x 52, crops of 32.
 DECODE = DecodeOptions(fps=25, resize_shorter=None, crop=32)
@@ -42,16 +42,6 @@ def videos(tmp_path_factory) -> dict:
         out[name] = root / name.split(".")[0] / name
         out[name].parent.mkdir()
         write_test_video(out[name], moving_right(10, symmetric), fps=25)  # lossless: bit-exact frames
-    return out
-
-
-@pytest.fixture(scope="module")
-def weights(synthetic_checkpoint, tmp_path_factory) -> dict:
-    folder = tmp_path_factory.mktemp("weights")
-    out = {}
-    for stream in ("rgb", "flow"):
-        out[stream] = folder / f"{stream}.safetensors"
-        convert_to_file(synthetic_checkpoint(f"{stream}_imagenet"), out[stream])
     return out
 
 

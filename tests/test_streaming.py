@@ -87,12 +87,15 @@ def test_streamed_two_streams_equal_the_whole_video_path_bit_for_bit(video, weig
         assert np.array_equal(got[stream], expected[stream]), stream
 
 
-def test_rgb_stream_alone_uses_every_frame_and_equals_the_whole_video_path(video, weights, tmp_path):
+def test_rgb_stream_alone_uses_every_frame_equals_the_whole_video_path_and_reports_each_batch(
+        video, weights, tmp_path):
     settings = FeatureSettings(stream="rgb", window=10, stride=10, batch_size=1, decode=DECODE)
-    run(video, tmp_path / "out", weights, settings)
+    calls = []
+    run(video, tmp_path / "out", weights, settings, progress=lambda *a: calls.append(a))
     got = np.load(tmp_path / "out" / "slide.mkv.npy")
     assert got.shape == (2, 1024)  # 22 frames: windows at 0, 10 (12..21 do not fill a window)
     assert np.array_equal(got, whole_video(video, weights, settings)["rgb"])
+    assert calls == [(0, 1, 1, "slide.mkv"), (0, 1, 1, "slide.mkv"), (1, 1, 0, "slide.mkv")]  # per batch, then done
 
 
 def test_the_buffer_holds_at_most_one_window_and_one_frame_whatever_the_length(tmp_path):
@@ -145,6 +148,9 @@ def test_a_run_stopped_mid_video_resumes_from_its_checkpoint_to_the_same_bits(vi
     summary = run(video, tmp_path / "out", weights, settings, checkpoint_seconds=0)
     assert summary.computed == 1 and starts == [2]  # resumed after the 2 checkpointed windows of 3
     name = "slide.mkv.safetensors"
+    resumed, reference = load_file(str(tmp_path / "out" / name)), load_file(str(tmp_path / "reference" / name))
+    assert {k: np.flatnonzero((resumed[k] != reference[k]).any(axis=1)).tolist() for k in reference} == {
+        "rgb": [], "flow": []}  # rows that differ
     assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "reference" / name).read_bytes()
     assert not (tmp_path / "out" / ".partial").exists()
 

@@ -34,7 +34,8 @@ from i3d_convert.dataset.sources import VideoSource, list_sources
 from i3d_convert.dataset.streaming import VideoWindows, WindowBatch, batch_features
 from i3d_convert.io.video_decode import DecodeError
 
-#: ``progress(done_videos, total_videos, windows, video_name)`` on rank 0 after each video.
+#: ``progress(done_videos, total_videos, new_windows, video_name)`` on rank 0 after each batch of
+#: windows (``new_windows``: that batch's) and after each video (0), so long videos show progress.
 ProgressFn = Callable[[int, int, int, str], None]
 
 
@@ -292,6 +293,8 @@ def _run_pending(job: FeatureJob, pending, models, identity, device, outdir: Pat
                 video.saved_parts = len(next(iter(video.rows.values()), []))
             if isinstance(item, _Chunk):
                 _add_chunk(job, video, item, models, device)
+                if job.progress is not None and context.is_main:
+                    job.progress(done + skipped, len(pending) + skipped, len(item.batch.starts), video.source.relative)
                 continue
             entry = _finish(job, video, item, identity, outdir)
             del plan[item.index]
@@ -304,7 +307,7 @@ def _run_pending(job: FeatureJob, pending, models, identity, device, outdir: Pat
             else:
                 computed += 1
             if job.progress is not None and context.is_main:
-                job.progress(done + skipped, len(pending) + skipped, int(entry.get("windows", 0)), entry["video"])
+                job.progress(done + skipped, len(pending) + skipped, 0, entry["video"])
     finally:
         writer.close()
     return failures, computed
