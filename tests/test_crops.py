@@ -111,3 +111,21 @@ def test_flow_x_is_positive_for_rightward_motion_and_negated_in_the_mirrors(vide
     # end-point error in pixels, mirrored field vs TV-L1 of the mirrored frames: measured mean 0.0097, max 0.078
     error = np.linalg.norm((direct - mirror[0])[inner[1:]] * 20, axis=-1)
     assert error.mean() < 0.05 and error.max() < 0.3
+
+
+def test_crops_on_a_npy_clip_array_are_refused_in_one_line(tmp_path, capsys):
+    from conftest import cli_runner
+
+    from i3d_convert.cli.app import main
+
+    clip = tmp_path / "clip.npy"
+    np.save(clip, np.zeros((8, 32, 32, 3), np.float32))
+    code, _, err = cli_runner(main, capsys)("features", str(clip), "-o", str(tmp_path / "f.npy"), "--window", "8",
+                                            "--crops", "ten")
+    assert code == 1 and "--crops applies to videos" in err and "clip.npy" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "f.npy").exists()
+
+
+def test_five_crops_without_a_crop_size_are_refused():
+    with pytest.raises(I3DConvertError, match="five crops need a crop size"):
+        FeatureSettings(crops="five", decode=DecodeOptions(crop=None))

@@ -133,10 +133,8 @@ def features(
     as_json: JsonSummary = False,
 ) -> None:
     """I3D features over sliding windows, of one clip or of a whole dataset (RGB, TV-L1 flow or both)."""
-    from i3d_convert.dataset.recipe import FeatureSettings
+    from i3d_convert.dataset.recipe import FeatureSettings, stride_for_rate
     from i3d_convert.dataset.runner import FeatureJob
-
-    from i3d_convert.dataset.recipe import stride_for_rate
 
     decode = _decode_options(fps, resize, crop, frames)
     if feature_rate is not None:

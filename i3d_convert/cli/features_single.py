@@ -35,6 +35,8 @@ def _clip_features(run: SingleRun, dev):
     from i3d_convert.weights.factory import i3d
     from i3d_convert.io.clips import load_clips
 
+    if run.settings.crops != "center":
+        raise I3DConvertError("--crops applies to videos: a .npy clip array is network input already", run.source)
     clips = load_clips(run.source)
     endpoint = run.settings.endpoint
     model = i3d(run.release, weights=run.weights, progress=False, final_endpoint=final_endpoint_for(endpoint),
