@@ -140,7 +140,7 @@ def test_a_file_that_is_not_a_video_is_named_once(videos, rgb_weights, cli, monk
 def test_a_missing_video_is_a_reason_not_an_errno(videos, rgb_weights, cli, monkeypatch):
     monkeypatch.chdir(videos)
     code, _, err = cli("features", "missing.mp4", "-o", "m.npy", "--weights", rgb_weights, *SMALL)
-    assert one_line_error(code, err) == "i3d-convert: error: missing.mp4: No such file or directory"
+    assert one_line_error(code, err) == "i3d-convert: error: missing.mp4: file not found"
 
 
 def test_a_folder_run_names_each_failed_video_once_and_counts_in_words(videos, rgb_weights, tmp_path, cli):

@@ -432,7 +432,7 @@ def test_decode_error_is_the_package_error_with_path_and_problem(tmp: str) -> No
         decode(missing)
     err = ei.value
     assert isinstance(err, DecodeError)
-    assert (err.path, err.problem, str(err)) == (missing, "not found", f"{missing}: not found")
+    assert (err.path, err.problem, str(err)) == (missing, "file not found", f"{missing}: file not found")
     assert str(DecodeError("a.mp4", "bad\n  header")) == "a.mp4: bad header"  # always one line
 
 

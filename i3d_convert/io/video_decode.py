@@ -268,7 +268,7 @@ class _LazyImage:
 
 def _source(path: str, options: DecodeOptions) -> _FrameSource:
     if not os.path.exists(path):
-        raise DecodeError(path, "not found")
+        raise DecodeError(path, "file not found")
     if os.path.isdir(path):
         return _FolderSource(path, options)
     if os.path.getsize(path) == 0:
