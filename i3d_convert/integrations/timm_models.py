@@ -57,7 +57,7 @@ from i3d_convert import architecture as arch
 from i3d_convert.conversion.weights import LOGITS_BIAS, LOGITS_WEIGHT, STEM_WEIGHT, load_into, load_weights
 from i3d_convert.weights.factory import cached_release_weights, converted_path
 from i3d_convert.models.i3d import InceptionI3d, Unit3D
-from i3d_convert.conversion.releases import RELEASES, load_labels
+from i3d_convert.weights.releases import RELEASES, load_labels
 
 ARCHITECTURE = "i3d_inception_v1"
 #: Release names, which are also the pretrained tags; the first is the default.

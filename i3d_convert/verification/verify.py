@@ -113,7 +113,7 @@ def _load_weights(checkpoint: Optional[PathLike], options: VerifyOptions, tmp: P
 
     if checkpoint is None and options.torch_weights is None:
         with watch.step("synthetic_checkpoint"):
-            from i3d_convert.conversion.synthetic import write_synthetic_checkpoint
+            from i3d_convert.weights.synthetic import write_synthetic_checkpoint
 
             checkpoint = write_synthetic_checkpoint(tmp / DEMO_RELEASE, DEMO_RELEASE, options.seed)
         label = f"built-in synthetic checkpoint ({DEMO_RELEASE} names and shapes, seed {options.seed})"
@@ -228,7 +228,7 @@ def verify(checkpoint: Optional[PathLike] = None, *, options: Optional[VerifyOpt
 
 def run_verification(checkpoint: Optional[PathLike], options: VerifyOptions) -> VerifyReport:
     """:func:`verify` with its settings in one :class:`VerifyOptions`."""
-    from i3d_convert.conversion.releases import load_labels
+    from i3d_convert.weights.releases import load_labels
     from i3d_convert.device import resolve_device
 
     watch = _Stopwatch()
