@@ -30,18 +30,20 @@ class I3DConvertError(Exception):
         self.problem = self._fill(argument or "")
         super().__init__(self.render())
 
-    def _fill(self, name: str, true: Optional[str] = None, false: Optional[str] = None) -> str:
+    def _fill(self, name: str, true: Optional[str] = None, false: Optional[str] = None, equals: str = "=") -> str:
         text = self.template
         if true is not None:
             text = text.replace("{arg}=True", true)
         if false is not None:
             text = text.replace("{arg}=False", false)
-        return text.replace("{arg}", name)
+        return text.replace("{arg}=", name + equals).replace("{arg}", name)
 
-    def render(self, name: Optional[str] = None, true: Optional[str] = None, false: Optional[str] = None) -> str:
-        """The one-line message, the argument written as ``name`` (its Python name by default); ``true``/
-        ``false`` replace ``{arg}=True``/``{arg}=False`` (a boolean flag's two spellings)."""
-        problem = self._fill(self.argument or "" if name is None else name, true, false)
+    def render(self, name: Optional[str] = None, *, true: Optional[str] = None, false: Optional[str] = None,
+               equals: str = "=") -> str:
+        """The one-line message, the argument written as ``name`` (its Python name by default) and ``{arg}=V``
+        as ``name + equals + V``; ``true``/``false`` replace ``{arg}=True``/``{arg}=False`` (a boolean flag's
+        two spellings)."""
+        problem = self._fill((self.argument or "") if name is None else name, true, false, equals)
         return f"{self.path}: {problem}" if self.path else problem
 
 

@@ -263,10 +263,10 @@ def test_unreachable_download_is_a_one_line_error_and_leaves_no_folder(tmp_path,
     code, _, stderr = cli("download", "rgb_imagenet", "--dir", tmp_path / "ck", "-q")
     assert code == 1 and len(stderr.strip().splitlines()) == 1 and "download failed" in stderr
     assert not (tmp_path / "ck").exists()
-    monkeypatch.chdir(tmp_path)  # the default folder, ./checkpoints/NAME, is not left behind either
+    monkeypatch.setenv(releases.CACHE_ENV, str(tmp_path / "cache"))  # nor the default, <cache>/checkpoints/NAME
     code, _, stderr = cli("download", "rgb_imagenet", "-q")
     assert code == 1
-    assert not (tmp_path / "checkpoints" / "rgb_imagenet").exists()
+    assert not (tmp_path / "cache" / "checkpoints" / "rgb_imagenet").exists()
 
 
 # ------------------------------------------------------------ every bad-index class, through the CLI

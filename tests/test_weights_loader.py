@@ -16,7 +16,8 @@ from realweights import require_sdist
 from test_fvd import _to_flax
 from i3d_convert.weights.synthetic import synthetic_tf_arrays
 from i3d_convert.conversion.tf_to_torch import convert_to_file
-from i3d_convert.conversion.weights import load_weights, weights_shape
+from i3d_convert.conversion.weights import load_weights
+from i3d_convert.names.layouts import weights_shape
 from i3d_convert.weights.factory import i3d
 from i3d_convert.errors import I3DConvertError
 from i3d_convert.io.bundle_writer import write_checkpoint

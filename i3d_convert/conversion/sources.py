@@ -118,7 +118,8 @@ def check_finite(state_dict: Mapping[str, torch.Tensor], path: PathLike | None =
         message = (f"{len(counts)} of {len(state_dict)} tensors have NaN/inf values, "
                    f"first: {(names or {}).get(first, first)}")
         if not allow_non_finite:
-            raise I3DConvertError(f"{message}; pass allow_non_finite=True to load them anyway", path)
+            raise I3DConvertError(f"{message}; pass {{arg}}=True to load them anyway", path,
+                                  argument="allow_non_finite")
         warnings.warn(f"{os.fspath(path)}: {message}" if path is not None else message, stacklevel=3)
     return counts
 

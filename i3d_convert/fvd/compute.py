@@ -35,7 +35,7 @@ class FVDFeatures:
                  device: "str | torch.device" = "cpu", batch_size: int = 8, verify: bool = True,
                  compile_pools: bool = False) -> None:
         if batch_size < 1:
-            raise I3DConvertError(f"batch_size must be >= 1, got {batch_size}")
+            raise I3DConvertError(f"{{arg}} must be >= 1, got {batch_size}", argument="batch_size")
         self.protocol = get_protocol(protocol)
         self.device = torch.device(device)
         self.batch_size = batch_size

@@ -125,11 +125,9 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: TimmInce
     channel sums the pretrained ones; more repeat them, scaled by
     ``pretrained / wanted`` channels, so a constant input gives the same result.
     """
-    state = OrderedDict(state_dict)
-    if "logits.conv3d.weight" in state:
-        from i3d_convert.names.layouts import from_layout
+    from i3d_convert.names.layouts import detect_layout, from_layout
 
-        state = from_layout(state, "piergiaj")
+    state = from_layout(OrderedDict(state_dict), detect_layout(state_dict))
     stem = state.get(STEM_WEIGHT)
     if stem is not None and stem.shape[1] != model.in_channels:
         base, wanted = stem.shape[1], model.in_channels

