@@ -107,7 +107,7 @@ def tensorflow_graph(state: Dict[str, torch.Tensor], threads: int):
     """(TF's reference network traced with tf.function returning the logits, the eager tf_forward, tf)."""
     import tensorflow as tf
 
-    from i3d_convert.names.tf1 import torch_to_tf_arrays
+    from i3d_convert.conversion.tf_layout import torch_to_tf_arrays
     from i3d_convert.reference import network as ref
     from i3d_convert.reference.tf_forward import _TFOps, tf_forward
 

@@ -25,7 +25,8 @@ from i3d_convert._version import __version__  # noqa: E402
 from i3d_convert.errors import I3DConvertError  # noqa: E402
 from i3d_convert.models.i3d import InceptionI3d  # noqa: E402
 from i3d_convert.io.checkpoint_reader import load_tf_checkpoint  # noqa: E402
-from i3d_convert.conversion.tf_to_torch import convert, convert_checkpoint, convert_to_file, load_state_dict_file  # noqa: E402
+from i3d_convert.conversion.tf_to_torch import convert, convert_checkpoint, convert_to_file
+from i3d_convert.conversion.sources import load_state_dict_file  # noqa: E402
 from i3d_convert.inflation.api import inflate  # noqa: E402
 from i3d_convert.verification.verify import verify  # noqa: E402
 from i3d_convert.weights.factory import i3d  # noqa: E402

@@ -22,7 +22,8 @@ import i3d_convert.integrations.timm_models as timm_models  # noqa: E402  (regis
 from i3d_convert.weights import factory as hub  # noqa: E402
 from i3d_convert.weights import releases  # noqa: E402
 from i3d_convert.names.layouts import weights_shape  # noqa: E402
-from i3d_convert.conversion.tf_to_torch import convert_to_file, load_state_dict_file  # noqa: E402
+from i3d_convert.conversion.tf_to_torch import convert_to_file
+from i3d_convert.conversion.sources import load_state_dict_file  # noqa: E402
 from i3d_convert.errors import I3DConvertError  # noqa: E402
 from i3d_convert.architecture import min_logits_input  # noqa: E402
 from i3d_convert.models.i3d import InceptionI3d  # noqa: E402

@@ -142,7 +142,8 @@ def demo(
     names and shapes, convert it, load it strictly into InceptionI3d and classify a clip."""
     import torch
 
-    from i3d_convert.conversion.tf_to_torch import convert_to_file, load_state_dict_file
+    from i3d_convert.conversion.tf_to_torch import convert_to_file
+    from i3d_convert.conversion.sources import load_state_dict_file
     from i3d_convert.models.i3d import InceptionI3d
     from i3d_convert.weights.releases import get_release, load_labels
     from i3d_convert.weights.synthetic import random_clip, write_synthetic_checkpoint

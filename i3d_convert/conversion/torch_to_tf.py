@@ -1,7 +1,7 @@
 """torch-to-tf: a PyTorch state_dict -> a TF1 name-based checkpoint with DeepMind's names.
 
 The inverse of tf-to-torch, through the same table
-(:func:`i3d_convert.names.tf1.torch_to_tf_arrays`): conv kernels go back to
+(:func:`i3d_convert.conversion.tf_layout.torch_to_tf_arrays`): conv kernels go back to
 ``[kT, kH, kW, in, out]``, batch-norm vectors to ``[C]`` (or ``[1,1,1,1,C]``,
 the kin600 layout), names get the scope (``RGB/inception_i3d/`` by default).
 The files are written by the package's own TensorBundle writer
@@ -26,7 +26,8 @@ from i3d_convert.io.atomic import check_output_path
 from i3d_convert.conversion.sources import check_finite
 from i3d_convert.errors import I3DConvertError, MappingError, PathLike
 from i3d_convert.names.layouts import from_layout
-from i3d_convert.names.tf1 import FLOW_SCOPE, KNOWN_SCOPES, RGB_SCOPE, infer_channels, torch_to_tf_arrays
+from i3d_convert.conversion.tf_layout import torch_to_tf_arrays
+from i3d_convert.names.tf1 import FLOW_SCOPE, KNOWN_SCOPES, RGB_SCOPE, infer_channels
 from i3d_convert.io.bundle_format import data_path_for, index_path_for
 from i3d_convert.io.bundle_writer import write_checkpoint
 

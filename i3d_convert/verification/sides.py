@@ -120,7 +120,8 @@ class TorchTF32:
 def reference_from_state(state: Mapping[str, torch.Tensor], layout: str) -> Dict[str, np.ndarray]:
     """TF1-named variables of a state_dict, under the scope DeepMind's release of that kind uses."""
     from i3d_convert.names.layouts import from_layout
-    from i3d_convert.names.tf1 import deepmind_scope, torch_to_tf_arrays
+    from i3d_convert.conversion.tf_layout import torch_to_tf_arrays
+    from i3d_convert.names.tf1 import deepmind_scope
 
     native = from_layout(state, layout)
     scope = deepmind_scope(*state_dict_classes(native, "native", "state_dict"))

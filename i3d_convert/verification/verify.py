@@ -108,7 +108,8 @@ def _load_weights(checkpoint: Optional[PathLike], options: VerifyOptions, tmp: P
                   watch: _Stopwatch) -> _Weights:
     """The PyTorch state_dict (converted or ``torch_weights``) and TensorFlow's variables (its own reader)."""
     from i3d_convert.conversion.sources import check_finite
-    from i3d_convert.conversion.tf_to_torch import convert_checkpoint, load_state_dict_file
+    from i3d_convert.conversion.tf_to_torch import convert_checkpoint
+    from i3d_convert.conversion.sources import load_state_dict_file
     from i3d_convert.reference.tf_checkpoint import reference_variables
 
     if checkpoint is None and options.torch_weights is None:

