@@ -25,7 +25,8 @@ import torch
 
 from i3d_convert._version import __version__
 from i3d_convert import architecture as arch
-from i3d_convert.conversion.tf_to_torch import load_state_dict_file, sha256_of_files
+from i3d_convert.conversion.sources import load_state_dict_file
+from i3d_convert.conversion.tf_to_torch import sha256_of_files
 from i3d_convert.errors import I3DConvertError, MappingError
 from i3d_convert.inflation.modules import TimeKernels, inflate_module, temporal_plan
 from i3d_convert.inflation.recipe import InflationOptions, check_mode, inflate_weights, time_kernels

@@ -1,4 +1,4 @@
-"""Build a ready-to-use :class:`InceptionI3d` from a release name or a weights file.
+"""The package's one model factory: a ready-to-use :class:`InceptionI3d` from a release name or a weights file.
 
 ``i3d("rgb_imagenet")`` is the one-liner researchers want: it downloads
 DeepMind's release on first use (verified against the manifest), converts it

@@ -22,7 +22,7 @@ import hashlib
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import torch
 
@@ -136,14 +136,5 @@ def get_weights(name: str) -> Weights:
     return WEIGHTS[name]
 
 
-def check_identity(state_dict: Mapping[str, torch.Tensor], expected: Weights,
-                   where: Optional[object] = None) -> Tuple[bool, str]:
-    """``(same, sha256)``: whether ``state_dict`` is exactly ``expected``'s converted tensors."""
-    if expected.state_sha256 is None:
-        raise I3DConvertError(f"release {expected.name} has no recorded identity", where)  # type: ignore[arg-type]
-    actual = state_dict_sha256(state_dict)
-    return actual == expected.state_sha256, actual
-
-
-__all__ = ["InputTransform", "Weights", "WEIGHTS", "get_weights", "state_dict_sha256", "check_identity",
+__all__ = ["InputTransform", "Weights", "WEIGHTS", "get_weights", "state_dict_sha256",
            "RGB_TRANSFORM", "FLOW_TRANSFORM", "FVD_TRANSFORM", "RGB_SCRATCH_STATE_SHA256"]
