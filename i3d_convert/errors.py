@@ -61,3 +61,18 @@ class MappingError(I3DConvertError):
 
 class OutputExistsError(I3DConvertError):
     """The output path exists and overwriting was not asked for."""
+
+
+def problem_with(exc: BaseException, path: PathLike) -> str:
+    """``exc`` as one line for a caller that names ``path`` itself: the problem alone when ``exc`` is about
+    ``path`` (no ``path: path: ...``), an ``OSError`` as its reason (``No such file or directory``, not
+    ``[Errno 2] ...``), anything else as its message."""
+    about = os.fspath(path)
+    if isinstance(exc, I3DConvertError):
+        text = exc.problem if exc.path in (None, about) else str(exc)
+    elif isinstance(exc, OSError) and exc.strerror:
+        filename = exc.filename if exc.filename is None else os.fspath(exc.filename)
+        text = exc.strerror if filename in (None, about) else f"{filename}: {exc.strerror}"
+    else:
+        text = str(exc)
+    return " ".join(text.split())

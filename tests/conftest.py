@@ -64,6 +64,22 @@ def synthetic_checkpoint(tmp_path_factory) -> Callable[[str], Path]:
     return make
 
 
+@pytest.fixture(scope="session")
+def converted_weights(synthetic_checkpoint, tmp_path_factory) -> Callable[[str], Path]:
+    """``converted_weights(release)`` -> that release's synthetic checkpoint converted to ``.safetensors`` (cached)."""
+    from i3d_convert.conversion.tf_to_torch import convert_to_file
+
+    cache: Dict[str, Path] = {}
+
+    def make(release: str = "rgb_imagenet") -> Path:
+        if release not in cache:
+            cache[release] = tmp_path_factory.mktemp("converted") / f"{release}.safetensors"
+            convert_to_file(synthetic_checkpoint(release), cache[release])
+        return cache[release]
+
+    return make
+
+
 def cli_runner(main, capsys):
     """Run a console script's ``main`` in-process: returns (exit code, stdout, stderr)."""
 

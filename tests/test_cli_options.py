@@ -65,12 +65,8 @@ def run(capsys):
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory, synthetic_checkpoint) -> Path:
-    from i3d_convert.conversion.tf_to_torch import convert_to_file
-
-    path = tmp_path_factory.mktemp("weights") / "rgb.safetensors"
-    convert_to_file(synthetic_checkpoint("rgb_imagenet"), path)
-    return path
+def weights(converted_weights) -> Path:
+    return converted_weights("rgb_imagenet")
 
 
 @pytest.fixture(scope="module")

@@ -26,9 +26,11 @@ from i3d_convert.io.bundle_writer import entry_proto as encode_entry_proto
 from i3d_convert.io.bundle_writer import write_checkpoint
 from i3d_convert.io.checkpoint_reader import CheckpointReader, list_variables, load_tf_checkpoint
 
+from conftest import SHARED_FIXTURES
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VENDORED_INDEX = REPO_ROOT / "i3d_convert" / "data" / "index"
-SHARED = REPO_ROOT.parent / "shared" / "fixtures"
+SHARED = SHARED_FIXTURES  # ../shared/fixtures beside the clone, or $I3D_SHARED_FIXTURES
 RELEASE_SIZES = {
     "rgb_imagenet": 230,
     "rgb_scratch": 230,

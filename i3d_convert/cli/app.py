@@ -17,7 +17,7 @@ import typer
 
 from i3d_convert.cli.common import (KEPT_OUTPUTS, AllowNonFinite, JsonSummary, Overwrite, Quiet, print_json, run_app,
                                     set_debug)
-from i3d_convert.cli.output import APP_SETTINGS, make_console, print_table
+from i3d_convert.cli.output import APP_SETTINGS, make_console, print_table, whole_command_descriptions
 from i3d_convert.errors import I3DConvertError
 
 app = typer.Typer(
@@ -206,6 +206,7 @@ def _register_commands() -> None:
 
     for module in (verify, export, features, fvd):
         module.register(app)
+    whole_command_descriptions(app)
 
 
 _register_commands()

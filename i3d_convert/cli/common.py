@@ -21,14 +21,15 @@ import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, Dict, List, NoReturn, Optional
+from typing import Annotated, Any, Dict, List, NoReturn, Optional, Union
 
 import typer
 
 from i3d_convert.errors import I3DConvertError
 
-#: Files a command has finished and keeps even if it is interrupted later (``demo --workdir``).
-KEPT_OUTPUTS: List[Path] = []
+#: What a command has finished and keeps even if it is interrupted later: files (``demo --workdir``) or
+#: a description (a dataset run's finished videos, and how to resume).
+KEPT_OUTPUTS: List[Union[Path, str]] = []
 
 #: Library argument names that differ from the name of the command parameter that sets them.
 ARGUMENT_ALIASES = {"torch_weights": "torch_file", "bn_shape_5d": "bn_5d"}

@@ -16,7 +16,8 @@ from i3d_convert.errors import I3DConvertError
 
 def torch_to_tf(
     state_dict: Path = typer.Argument(..., help="PyTorch state_dict file (.safetensors or .pt)."),
-    output: Path = typer.Option(..., "-o", "--output", help="Checkpoint prefix to write, e.g. DIR/model.ckpt."),
+    output: Path = typer.Option(..., "-o", "--output",
+                                help="Checkpoint prefix to write, e.g. DIR/model.ckpt (DIR is created if missing)."),
     scope: str = typer.Option("rgb", "--scope", help="Variable scope: rgb (RGB/inception_i3d/), flow (Flow/inception_i3d/) or none."),
     layout: str = typer.Option("native", "--layout", help="Layout of the state_dict: native or piergiaj."),
     bn_5d: bool = typer.Option(False, "--bn-5d", help="Write batch-norm vectors as [1,1,1,1,C] (the kin600 layout)."),
@@ -24,8 +25,7 @@ def torch_to_tf(
     quiet: Quiet = False, as_json: JsonSummary = False,
 ) -> None:
     """Export a PyTorch state_dict as a TF1 checkpoint with DeepMind's names (no TensorFlow needed)."""
-    from i3d_convert.conversion.torch_to_tf import SCOPES, export_to_tf, output_files
-    from i3d_convert.io.atomic import check_output_path
+    from i3d_convert.conversion.torch_to_tf import SCOPES, export_to_tf
 
     if scope not in SCOPES:
         raise I3DConvertError(f"unknown scope {scope!r}; use one of {', '.join(SCOPES)}")
@@ -33,8 +33,6 @@ def torch_to_tf(
         raise I3DConvertError(f"unknown layout {layout!r}; use native or piergiaj")
     if output.suffix == ".index" or re.search(r"\.data-\d+-of-\d+$", output.name):
         raise I3DConvertError("give the checkpoint prefix (DIR/model.ckpt), not one of its files", output)
-    for path in output_files(output):
-        check_output_path(path, overwrite, inputs=[state_dict])
     start = time.perf_counter()
     result = export_to_tf(state_dict, output, scope=SCOPES[scope], bn_shape_5d=bn_5d, overwrite=overwrite,
                           layout=layout, allow_non_finite=allow_non_finite)

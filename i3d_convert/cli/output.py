@@ -44,6 +44,22 @@ def make_console(stderr: bool = False):
                    no_color=True, emoji=False)
 
 
+def whole_command_descriptions(cli_app) -> None:
+    """Give each command of ``cli_app`` its docstring's first paragraph as its short help, so the
+    command list of ``--help`` shows (and wraps) the whole description instead of cutting it with "…"."""
+    import inspect
+
+    for info in cli_app.registered_commands:
+        doc = inspect.getdoc(info.callback) or ""
+        if info.short_help is None and doc:
+            info.short_help = " ".join(doc.split("\n\n")[0].split())
+
+
+def counted(n: int, noun: str) -> str:
+    """``"1 video"``, ``"2 videos"``, ``"0 videos"``: ``n`` and ``noun`` (plural: ``noun + "s"``)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def plain(text: str) -> str:
     """``text`` with rich markup (``[bold red]FAIL[/]``) removed."""
     from rich.text import Text

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from i3d_convert import architecture as arch
-from i3d_convert.io.atomic import check_output_path
+from i3d_convert.io.atomic import check_output_path, created_folder
 from i3d_convert.conversion.sources import check_finite
 from i3d_convert.errors import I3DConvertError, MappingError, PathLike
 from i3d_convert.names.layouts import from_layout
@@ -100,7 +100,8 @@ def export_to_tf(
 
     ``prefix`` is ``DIR/model.ckpt``; ``DIR/model.ckpt.index`` and
     ``DIR/model.ckpt.data-00000-of-00001`` are written (atomically, data
-    first), and neither may exist unless ``overwrite``. ``scope`` is put in
+    first), and neither may exist unless ``overwrite`` (nor be the input file). ``DIR`` is created if
+    missing, as TensorFlow's saver does (and removed again if the export fails). ``scope`` is put in
     front of every name (``"RGB/inception_i3d/"``, ``"Flow/inception_i3d/"``
     or ``""``); the RGB/Flow scopes require 3/2 input channels. ``layout`` of
     a mapping (a file's is recognised): ``native`` (:class:`InceptionI3d` keys)
@@ -114,8 +115,17 @@ def export_to_tf(
     if dtype not in ("float32", "keep"):
         raise I3DConvertError(f"{{arg}} must be 'float32' or 'keep', got {dtype!r}", argument="dtype")
     index_file, data_file = output_files(prefix)
-    for path in (index_file, data_file):
-        check_output_path(path, overwrite)
+    inputs = [state_dict] if isinstance(state_dict, (str, os.PathLike)) else []
+    with created_folder(index_file.parent):
+        for path in (index_file, data_file):
+            check_output_path(path, overwrite, inputs=inputs)
+        return _export_arrays(state_dict, prefix, scope, bn_shape_5d, layout, dtype, allow_non_finite)
+
+
+def _export_arrays(state_dict: StateDictLike, prefix: PathLike, scope: str, bn_shape_5d: bool, layout: str,
+                   dtype: str, allow_non_finite: bool) -> ExportResult:
+    """:func:`export_to_tf` once its arguments and output paths are checked."""
+    index_file, data_file = output_files(prefix)
     arrays, where = _load_state_dict(state_dict, layout, allow_non_finite)
     tf_arrays = torch_to_tf_arrays(arrays, scope=scope, bn_shape_5d=bn_shape_5d, path=where)
     in_channels, num_classes = infer_channels(tf_arrays, scope, where)

@@ -123,23 +123,30 @@ def extract_features(
     length = min(window, n_frames)
     check_endpoint(model, endpoint, (length, height, width), path)
     windows = [(n, s, s + length) for n in range(n_clips) for s in starts]
+    out: Optional[np.ndarray] = None
+    for first in range(0, len(windows), batch_size):
+        chunk = windows[first: first + batch_size]
+        batch = np.stack([np.asarray(clips[n, s:e], dtype=np.float32) for n, s, e in chunk])
+        y = run_batch(model, batch, endpoint, device)
+        if out is None:
+            out = np.empty((len(windows),) + y.shape[1:], dtype=np.float32)
+        out[first: first + len(chunk)] = y
+        if progress is not None:
+            progress(first + len(chunk), len(windows))
+    assert out is not None
+    return FeatureResult(out, endpoint, windows)
+
+
+def run_batch(model: torch.nn.Module, batch: np.ndarray, endpoint: str, device: "str | torch.device") -> np.ndarray:
+    """``endpoint`` of ``model`` (eval mode, ``torch.inference_mode``) on float32 ``[B, T, H, W, C]``
+    windows: float32 ``[B, ...]`` on the CPU. The one place windows meet the model, so every caller
+    batching the same windows gets the same bits."""
     model.eval()
     parameter = next(model.parameters(), None)
     dtype = parameter.dtype if parameter is not None else torch.float32
-    out: Optional[np.ndarray] = None
     with torch.inference_mode():
-        for first in range(0, len(windows), batch_size):
-            chunk = windows[first: first + batch_size]
-            batch = np.stack([np.asarray(clips[n, s:e], dtype=np.float32) for n, s, e in chunk])
-            x = torch.from_numpy(batch).permute(0, 4, 1, 2, 3).to(device=device, dtype=dtype)
-            y = endpoint_of(model, x, endpoint).float().cpu().numpy()
-            if out is None:
-                out = np.empty((len(windows),) + y.shape[1:], dtype=np.float32)
-            out[first: first + len(chunk)] = y
-            if progress is not None:
-                progress(first + len(chunk), len(windows))
-    assert out is not None
-    return FeatureResult(out, endpoint, windows)
+        x = torch.from_numpy(batch).permute(0, 4, 1, 2, 3).to(device=device, dtype=dtype)
+        return endpoint_of(model, x, endpoint).float().cpu().numpy()
 
 
 def save_features(features: np.ndarray, output: PathLike, overwrite: bool = False) -> Path:
@@ -154,5 +161,5 @@ def save_features(features: np.ndarray, output: PathLike, overwrite: bool = Fals
 
 __all__ = [
     "FEATURE_ENDPOINTS", "POOL", "FeatureResult", "window_starts", "endpoint_of", "check_endpoint",
-    "extract_features", "save_features",
+    "extract_features", "run_batch", "save_features",
 ]

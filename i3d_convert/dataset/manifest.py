@@ -44,6 +44,12 @@ def read_entries(outdir: Path) -> Dict[str, dict]:
     return entries
 
 
+def count_finished(outdir: Path) -> int:
+    """How many videos have a finished output in ``outdir`` (recorded done, file in place)."""
+    return sum(1 for entry in read_entries(Path(outdir)).values()
+               if entry.get("status") == "done" and (Path(outdir) / str(entry.get("output", "\0"))).is_file())
+
+
 class PartWriter:
     """Appends this rank's entries to its own part file, one line per video, flushed at once."""
 

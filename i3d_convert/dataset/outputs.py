@@ -18,6 +18,21 @@ from i3d_convert.errors import I3DConvertError
 from i3d_convert.io.atomic import atomic_output
 
 FORMATS = ("auto", "npy", "safetensors")
+#: Suffixes of files, never of an output folder: ``-o all.npy`` for a folder input is a mistake, not a folder name.
+FILE_SUFFIXES = (".npy", ".npz", ".safetensors", ".pt", ".pth", ".json", ".jsonl", ".csv", ".txt", ".h5", ".pkl")
+
+
+def check_output_folder(outdir: Path) -> None:
+    """Refuse, before anything is created, an ``outdir`` that is a file or is named like one (``all.npy``):
+    a dataset run writes a folder (one output per video and ``manifest.jsonl``). An existing folder passes."""
+    outdir = Path(outdir)
+    if outdir.is_dir():
+        return
+    what = "is a file" if outdir.exists() else f"is named like a {outdir.suffix} file"
+    if outdir.exists() or outdir.suffix.lower() in FILE_SUFFIXES:
+        raise I3DConvertError(f"this run writes a folder (one output per video and manifest.jsonl) and the output "
+                              f"{what}; give a folder name such as {outdir.with_suffix('').name}/ (a single "
+                              "video or clip can go to one .npy file)", outdir)
 
 
 def output_name(relative: str, streams: Sequence[str], output_format: str = "auto") -> str:

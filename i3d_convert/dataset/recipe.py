@@ -19,10 +19,10 @@ from typing import Optional
 
 import numpy as np
 
+from i3d_convert.dataset.crops import crop_count
 from i3d_convert.errors import I3DConvertError
 from i3d_convert.flow.tvl1 import TVL1Params, flow_to_input, tvl1_flow
-from i3d_convert.dataset.sources import VideoSource
-from i3d_convert.io.video_decode import DecodeError, DecodeOptions, decode
+from i3d_convert.io.video_decode import DecodeOptions
 
 STREAMS = ("rgb", "flow", "both")
 
@@ -38,7 +38,8 @@ def _json_value(name: str, value):
 class FeatureSettings:
     """Everything that decides a video's features (recorded in the manifest; a change recomputes).
 
-    ``decode``: frame rate, resize and crop; ``flow``: the TV-L1 parameters.
+    ``decode``: frame rate, resize and crop; ``flow``: the TV-L1 parameters; ``crops``: ``center``,
+    ``five`` or ``ten`` crops of the resized frame per window (:mod:`~i3d_convert.dataset.crops`).
     """
 
     stream: str = "rgb"
@@ -48,6 +49,7 @@ class FeatureSettings:
     batch_size: int = 4
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     flow: TVL1Params = field(default_factory=TVL1Params)
+    crops: str = "center"
 
     def __post_init__(self) -> None:
         from i3d_convert.dataset.features import FEATURE_ENDPOINTS
@@ -62,6 +64,9 @@ class FeatureSettings:
             raise I3DConvertError(f"stride must be at least 1, got {self.stride}")
         if self.batch_size < 1:
             raise I3DConvertError(f"batch_size must be at least 1, got {self.batch_size}")
+        crop_count(self.crops)
+        if self.crops != "center" and (self.decode.crop is None or self.decode.resize_mode != "deepmind"):
+            raise I3DConvertError(f"{self.crops} crops need a crop size (--crop) of the resized frame")
 
     @property
     def streams(self) -> tuple:
@@ -74,26 +79,14 @@ class FeatureSettings:
                "decode": {k: _json_value(k, v) for k, v in asdict(self.decode).items()}}
         if "flow" in self.streams:
             out["flow"] = asdict(self.flow)
+        if self.crops != "center":  # absent for centre crops: outputs made before crops existed stay current
+            out["crops"] = self.crops
         return out
 
     def key(self) -> str:
         """sha256 of :meth:`describe` (batch size excluded: it does not change the features' meaning)."""
         record = {k: v for k, v in self.describe().items() if k != "batch_size"}
         return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
-
-
-@dataclass
-class PreparedVideo:
-    """One video, decoded and turned into network input (or the reason it could not be)."""
-
-    index: int
-    source: VideoSource
-    size: int = 0
-    mtime_ns: int = 0
-    frames: int = 0
-    rgb: Optional[np.ndarray] = None
-    flow: Optional[np.ndarray] = None
-    error: Optional[str] = None
 
 
 def source_stat(path: Path) -> tuple:
@@ -117,27 +110,19 @@ def flow_input(frames: np.ndarray, params: TVL1Params) -> np.ndarray:
     return flow_to_input(tvl1_flow(frames, params))
 
 
-def prepare_video(index: int, source: VideoSource, settings: FeatureSettings) -> PreparedVideo:
-    """Decode ``source`` with ``settings.decode`` and build each stream's input.
+def stride_for_rate(fps: Optional[float], features_per_second: float) -> int:
+    """The stride in frames that gives ``features_per_second`` windows a second at ``fps`` frames a second.
 
-    Never raises for a bad video: the problem is returned in ``error`` (one line).
-    """
-    prepared = PreparedVideo(index, source)
-    try:
-        prepared.size, prepared.mtime_ns = source_stat(source.path)
-        frames = decode(source.path, settings.decode)
-        prepared.frames = int(frames.shape[0])
-        usable = prepared.frames - (1 if "flow" in settings.streams else 0)
-        if usable < settings.window:
-            raise I3DConvertError(
-                f"the video has {prepared.frames} frames after decoding, {usable} usable for the "
-                f"{settings.stream} stream, fewer than the window of {settings.window}; "
-                f"use a window of at most {max(usable, 1)}")
-        if "rgb" in settings.streams:
-            prepared.rgb = rgb_input(frames[:usable])
-        if "flow" in settings.streams:
-            prepared.flow = flow_input(frames, settings.flow)
-    except (DecodeError, I3DConvertError, OSError) as exc:
-        prepared.error = " ".join(str(exc).split())
-        prepared.rgb = prepared.flow = None
-    return prepared
+    Refuses a rate that is not a whole number of frames (the windows would drift) and a native frame
+    rate (``fps`` None: the stride would differ from video to video)."""
+    if fps is None:
+        raise I3DConvertError("a feature rate needs a fixed frame rate (--fps N), not --fps native: "
+                              "give --stride in frames instead")
+    if not features_per_second > 0:
+        raise I3DConvertError(f"the feature rate must be positive, got {features_per_second}")
+    stride = float(fps) / float(features_per_second)
+    if stride < 1 - 1e-9 or abs(stride - round(stride)) > 1e-6:
+        raise I3DConvertError(f"{features_per_second} features/s at {float(fps):g} fps is a stride of {stride:.4g} "
+                              f"frames, not a whole number; rates that work at {float(fps):g} fps are "
+                              f"{float(fps):g}/N, e.g. {float(fps) / max(1, round(stride)):g}")
+    return int(round(stride))

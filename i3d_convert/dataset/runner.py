@@ -2,9 +2,12 @@
 
 :func:`run_feature_job` is what ``i3d-convert features SRC -o OUTDIR`` runs. Under torchrun each
 rank takes every ``WORLD_SIZE``-th video of the sorted list and writes its own outputs; rank 0
-merges the manifest after a barrier. Decoding and TV-L1 run in DataLoader worker processes while
-the model runs in the main one. Every output is written atomically; a rerun skips videos whose
-manifest entry matches the source file, the settings and the weights.
+merges the manifest after a barrier. Videos stream window batch by window batch
+(:mod:`~i3d_convert.dataset.streaming`): decoding and TV-L1 run in DataLoader worker processes (a
+worker streams its own videos) while the model runs in the main one, so memory does not grow with a
+video's length. Every output is written atomically; a rerun skips videos whose manifest entry
+matches the source file, the settings and the weights, and resumes a video cut short from its last
+checkpoint of finished windows (:mod:`~i3d_convert.dataset.partial`).
 """
 
 from __future__ import annotations
@@ -20,16 +23,19 @@ import torch
 
 from i3d_convert import architecture as arch
 from i3d_convert._version import __version__
-from i3d_convert.errors import I3DConvertError, PathLike
+from i3d_convert.errors import I3DConvertError, PathLike, problem_with
 from i3d_convert import distributed as dist
 from i3d_convert.dataset import manifest
 from i3d_convert.dataset.models import StreamModel, load_stream_model
-from i3d_convert.dataset.outputs import output_name, write_output
-from i3d_convert.dataset.recipe import FeatureSettings, PreparedVideo, prepare_video, source_stat
+from i3d_convert.dataset.outputs import check_output_folder, output_name, write_output
+from i3d_convert.dataset.partial import PartialFeatures
+from i3d_convert.dataset.recipe import FeatureSettings, source_stat
 from i3d_convert.dataset.sources import VideoSource, list_sources
-from i3d_convert.dataset.features import extract_features
+from i3d_convert.dataset.streaming import VideoWindows, WindowBatch, batch_features
+from i3d_convert.io.video_decode import DecodeError
 
-#: ``progress(done_videos, total_videos, windows, video_name)`` on rank 0 after each video.
+#: ``progress(done_videos, total_videos, new_windows, video_name)`` on rank 0 after each batch of
+#: windows (``new_windows``: that batch's) and after each video (0), so long videos show progress.
 ProgressFn = Callable[[int, int, int, str], None]
 
 
@@ -39,7 +45,9 @@ class FeatureJob:
     name (None: DeepMind's ImageNet-pretrained release of that stream). ``workers``: DataLoader
     processes (None: :func:`default_workers`). ``compile_pools``: compiled max pools where they are
     the same bits and faster (:meth:`~i3d_convert.models.i3d.InceptionI3d.compile_max_pools`). More than 0 spawns
-    DataLoader processes, so a script that calls this needs the ``if __name__ == "__main__":`` guard."""
+    DataLoader processes, so a script that calls this needs the ``if __name__ == "__main__":`` guard.
+    ``checkpoint_seconds``: a video's finished windows are checkpointed at most this often (0: every
+    batch), so a killed run resumes mid-video (:mod:`~i3d_convert.dataset.partial`)."""
 
     source: PathLike
     outdir: PathLike
@@ -52,6 +60,7 @@ class FeatureJob:
     fail_fast: bool = False
     allow_non_finite: bool = False
     compile_pools: bool = False
+    checkpoint_seconds: float = 300.0
     progress: Optional[ProgressFn] = None
 
 
@@ -68,18 +77,46 @@ class RunSummary:
     seconds: float
 
 
-class _PreparedVideos(torch.utils.data.Dataset):
-    """This rank's pending videos, decoded and preprocessed in DataLoader workers."""
+@dataclass
+class _Chunk:
+    """Consecutive windows of video ``index``."""
 
-    def __init__(self, pending: List[Tuple[int, VideoSource]], settings: FeatureSettings) -> None:
+    index: int
+    batch: WindowBatch
+
+
+@dataclass
+class _VideoEnd:
+    """Video ``index`` is decoded to its end (or failed with ``error``)."""
+
+    index: int
+    size: int = 0
+    mtime_ns: int = 0
+    frames: int = 0
+    error: Optional[str] = None
+
+
+class _StreamedVideos(torch.utils.data.IterableDataset):
+    """This rank's pending videos ``(index, source, first_window)`` as :class:`_Chunk` s then a
+    :class:`_VideoEnd` each; a DataLoader worker streams every ``num_workers``-th video."""
+
+    def __init__(self, pending: List[Tuple[int, VideoSource, int]], settings: FeatureSettings) -> None:
         self.pending, self.settings = pending, settings
 
-    def __len__(self) -> int:
-        return len(self.pending)
-
-    def __getitem__(self, i: int) -> PreparedVideo:
-        index, source = self.pending[i]
-        return prepare_video(index, source, self.settings)
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        mine = self.pending if info is None else self.pending[info.id::info.num_workers]
+        for index, source, first_window in mine:
+            end = _VideoEnd(index)
+            windows = VideoWindows(source.path, self.settings, first_window)
+            try:
+                end.size, end.mtime_ns = source_stat(source.path)
+                for batch in windows:
+                    yield _Chunk(index, batch)
+            except (DecodeError, I3DConvertError, OSError) as exc:
+                end.error = problem_with(exc, source.path)
+            end.frames = windows.frames
+            yield end
 
 
 def _single(batch):
@@ -108,40 +145,79 @@ def _is_current(entry: Optional[dict], source: VideoSource, identity: dict, outd
             and (outdir / entry.get("output", "\0")).is_file())
 
 
-def video_features(models: Dict[str, StreamModel], video: PreparedVideo, settings: FeatureSettings,
+@dataclass
+class _InFlight:
+    """A video whose windows are arriving: its features so far and its checkpoint."""
+
+    source: VideoSource
+    partial: PartialFeatures
+    rows: Dict[str, List[np.ndarray]]
+    windows: int
+    saved: int
+    saved_parts: int
+    saved_at: float
+    error: Optional[str] = None
+
+
+def video_features(models: Dict[str, StreamModel], source: PathLike, settings: FeatureSettings,
                    device: torch.device) -> Dict[str, np.ndarray]:
-    """``{stream: [windows, ...] float32}`` (plus ``joint`` = rgb + flow for two-stream Logits)."""
-    out: Dict[str, np.ndarray] = {}
-    for stream, model in models.items():
-        clip = video.rgb if stream == "rgb" else video.flow
-        out[stream] = extract_features(model.model, clip[None], endpoint=settings.endpoint, window=settings.window,
-                                       stride=settings.stride, batch_size=settings.batch_size, device=device,
-                                       path=video.source.path).features
+    """``{stream: [windows, ...] float32}`` of one video, streamed (``[windows, crops, ...]`` for
+    five or ten crops), plus ``joint`` = rgb + flow for two-stream Logits. Raises on a bad video."""
+    nets = {s: m.model for s, m in models.items()}
+    rows: Dict[str, List[np.ndarray]] = {}
+    for batch in VideoWindows(source, settings):
+        for stream, features in batch_features(nets, batch, settings, device, source).items():
+            rows.setdefault(stream, []).append(features)
+    return _joined(rows, settings)
+
+
+def _joined(rows: Dict[str, List[np.ndarray]], settings: FeatureSettings) -> Dict[str, np.ndarray]:
+    out = {stream: np.concatenate(rows[stream]) for stream in settings.streams}  # one order: the same file bytes
     if len(out) == 2 and settings.endpoint == arch.LOGITS_NAME:
         out["joint"] = out["rgb"] + out["flow"]  # DeepMind's two-stream logits: the sum
     return out
 
 
-def _entry(video: PreparedVideo, identity: dict, settings: FeatureSettings) -> dict:
-    return {"video": video.source.relative, "source": str(video.source.path), "size": video.size,
-            "mtime_ns": video.mtime_ns, "frames": video.frames, "fps": settings.decode.fps,
+def _entry(source: VideoSource, end: _VideoEnd, identity: dict, settings: FeatureSettings) -> dict:
+    return {"video": source.relative, "source": str(source.path), "size": end.size,
+            "mtime_ns": end.mtime_ns, "frames": end.frames, "fps": settings.decode.fps,
             "streams": list(settings.streams), "endpoint": settings.endpoint, "settings": settings.describe(),
             "version": __version__, **identity}
 
 
-def _process(job: FeatureJob, video: PreparedVideo, models, identity, device, outdir: Path) -> dict:
-    entry = _entry(video, identity, job.settings)
-    if video.error is not None:
-        return {**entry, "status": "failed", "error": video.error}
-    try:
-        arrays = video_features(models, video, job.settings, device)
-    except I3DConvertError as exc:
-        return {**entry, "status": "failed", "error": " ".join(str(exc).split())}
+def _finish(job: FeatureJob, video: _InFlight, end: _VideoEnd, identity, outdir: Path) -> dict:
+    entry = _entry(video.source, end, identity, job.settings)
+    error = video.error or end.error
+    if error is not None:
+        video.partial.clear()
+        return {**entry, "status": "failed", "error": error}
+    arrays = _joined(video.rows, job.settings)
     name = output_name(video.source.relative, job.settings.streams, job.output_format)
     write_output(outdir / name, arrays, {"video": video.source.relative, "endpoint": job.settings.endpoint})
+    video.partial.clear()
     rows = next(iter(arrays.values())).shape[0]
     return {**entry, "status": "done", "output": name, "windows": int(rows),
             "shape": {k: list(v.shape) for k, v in arrays.items()}}
+
+
+def _add_chunk(job: FeatureJob, video: _InFlight, chunk: _Chunk, models, device) -> None:
+    """Run the model on a chunk's windows and checkpoint when it is time."""
+    if video.error is not None:
+        return
+    nets = {s: m.model for s, m in models.items()}
+    try:
+        features = batch_features(nets, chunk.batch, job.settings, device, video.source.path)
+    except I3DConvertError as exc:
+        video.error = problem_with(exc, video.source.path)
+        return
+    for stream, array in features.items():
+        video.rows.setdefault(stream, []).append(array)
+    video.windows = chunk.batch.first + len(chunk.batch.starts)
+    if time.monotonic() - video.saved_at >= job.checkpoint_seconds:
+        video.partial.save(video.saved, {s: np.concatenate(parts[video.saved_parts:])
+                                         for s, parts in video.rows.items()})
+        video.saved, video.saved_at = video.windows, time.monotonic()
+        video.saved_parts = len(next(iter(video.rows.values())))
 
 
 def run_feature_job(job: FeatureJob) -> RunSummary:
@@ -150,6 +226,7 @@ def run_feature_job(job: FeatureJob) -> RunSummary:
     context = dist.context_from_environment()
     device = dist.select_device(context, job.device)
     outdir = Path(job.outdir)
+    check_output_folder(outdir)
     sources = list_sources(job.source)
     if context.is_main:
         outdir.mkdir(parents=True, exist_ok=True)
@@ -182,21 +259,48 @@ def default_workers(device: torch.device, streams) -> int:
     return min(4, cores) if "flow" in streams else 0
 
 
+def _plan(job: FeatureJob, pending, identity: dict, outdir: Path) -> Dict[int, _InFlight]:
+    """Each pending video's checkpoint, and the window it resumes from."""
+    plan = {}
+    for index, source in pending:
+        try:
+            size, mtime_ns = source_stat(source.path)
+        except OSError:
+            size, mtime_ns = -1, -1
+        partial = PartialFeatures(outdir, source.relative, {**identity, "size": size, "mtime_ns": mtime_ns,
+                                                            "batch_size": job.settings.batch_size})
+        first = partial.resume_point()
+        plan[index] = _InFlight(source, partial, {}, first, first, 0, time.monotonic())
+    return plan
+
+
 def _run_pending(job: FeatureJob, pending, models, identity, device, outdir: Path, context, skipped: int):
     workers = default_workers(device, job.settings.streams) if job.workers is None else job.workers
     writer = manifest.PartWriter(outdir, context.rank, f"{int(time.time())}-{context.world_size}")
+    plan = _plan(job, pending, identity, outdir)
+    streamed = _StreamedVideos([(i, v.source, v.windows) for i, v in plan.items()], job.settings)
     # Workers are spawned, not forked: a fork of a process whose OpenMP/oneDNN threads have run (the
     # model, before this run) can inherit a held lock and hang in the child.
-    loader = torch.utils.data.DataLoader(_PreparedVideos(pending, job.settings), batch_size=None,
-                                         num_workers=workers, collate_fn=_single,
+    loader = torch.utils.data.DataLoader(streamed, batch_size=None, num_workers=workers, collate_fn=_single,
                                          worker_init_fn=_worker_init if workers else None,
                                          multiprocessing_context="spawn" if workers else None)
     failures: List[Tuple[str, str]] = []
-    computed = 0
+    computed = done = 0
     try:
-        for done, video in enumerate(loader, start=1):
-            entry = _process(job, video, models, identity, device, outdir)
+        for item in loader:
+            video = plan[item.index]
+            if video.windows and not video.rows:  # resumed: the checkpointed windows come first
+                video.rows = video.partial.load(video.windows)
+                video.saved_parts = len(next(iter(video.rows.values()), []))
+            if isinstance(item, _Chunk):
+                _add_chunk(job, video, item, models, device)
+                if job.progress is not None and context.is_main:
+                    job.progress(done + skipped, len(pending) + skipped, len(item.batch.starts), video.source.relative)
+                continue
+            entry = _finish(job, video, item, identity, outdir)
+            del plan[item.index]
             writer.append(entry)
+            done += 1
             if entry["status"] == "failed":
                 failures.append((entry["video"], entry["error"]))
                 if job.fail_fast:
@@ -204,7 +308,7 @@ def _run_pending(job: FeatureJob, pending, models, identity, device, outdir: Pat
             else:
                 computed += 1
             if job.progress is not None and context.is_main:
-                job.progress(done + skipped, len(pending) + skipped, int(entry.get("windows", 0)), entry["video"])
+                job.progress(done + skipped, len(pending) + skipped, 0, entry["video"])
     finally:
         writer.close()
     return failures, computed

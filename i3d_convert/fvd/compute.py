@@ -62,13 +62,31 @@ def stats_from_videos(extractor: FVDFeatures, videos: np.ndarray, input_range: O
     """:class:`FVDStats` of ``[N, T, H, W, 3]`` videos (uint8, or float in ``input_range``; detected if None)."""
     videos = check_videos(np.asarray(videos) if not isinstance(videos, torch.Tensor) else videos.cpu().numpy(), where)
     canonical = to_0_255(videos, input_range, where)
-    stats = FVDStats(metadata=extractor.metadata(frames=int(videos.shape[1]),
+    stats = FVDStats(metadata=extractor.metadata(frames=int(videos.shape[1]), clip_lengths=[int(videos.shape[1])],
                                                  source_resolutions=[f"{videos.shape[2]}x{videos.shape[3]}"]))
     return stats.update(extractor(canonical))
 
 
+def clip_lengths(metadata: Dict[str, Any]) -> Optional[List[int]]:
+    """The clip lengths a set's features were made from (older stats files: their ``frames``), or None."""
+    if metadata.get("clip_lengths"):
+        return list(metadata["clip_lengths"])
+    return [metadata["frames"]] if isinstance(metadata.get("frames"), int) else None
+
+
+def check_same_clips(stats_a: FVDStats, stats_b: FVDStats, names: "tuple[str, str]" = ("set A", "set B")) -> None:
+    """Raise unless both sets' features were made from clips of the same lengths (when both record them)."""
+    lengths = [clip_lengths(s.metadata) for s in (stats_a, stats_b)]
+    if None not in lengths and lengths[0] != lengths[1]:
+        shown = [f"{', '.join(map(str, x))} frames" for x in lengths]
+        raise I3DConvertError(f"the two sets' clips differ in length: {shown[0]} ({names[0]}) vs {shown[1]} "
+                              f"({names[1]}); FVD compares clips of one length (pass --frames, or write both "
+                              "stats files with the same --frames)")
+
+
 def distance(stats_a: FVDStats, stats_b: FVDStats, protocol: "str | Protocol | None" = None) -> float:
-    """FVD between two stats under their protocol (both must record the same protocol and weights)."""
+    """FVD between two stats under their protocol (both must record the same protocol and weights, and
+    clips of the same lengths)."""
     name = protocol if protocol is not None else stats_a.metadata.get("protocol", "reference")
     chosen = get_protocol(name)
     if stats_a.metadata.get("protocol", chosen.name) != chosen.name:
@@ -76,6 +94,7 @@ def distance(stats_a: FVDStats, stats_b: FVDStats, protocol: "str | Protocol | N
     for label, stats in (("first", stats_a), ("second", stats_b)):
         if stats.n < 2:
             raise I3DConvertError(f"the {label} set has {stats.n} video(s); FVD needs at least 2 per set")
+    check_same_clips(stats_a, stats_b)
     value = frechet_distance(stats_a, stats_b, ddof=chosen.ddof, compute_dtype=np.dtype(chosen.compute_dtype))
     return float(np.asarray(value).astype(chosen.result_dtype))
 
@@ -124,4 +143,5 @@ class FVDMetric:
         return distance(self.real, self.fake)
 
 
-__all__ = ["FVDFeatures", "FVDMetric", "fvd", "distance", "stats_from_videos", "weights_identity"]
+__all__ = ["FVDFeatures", "FVDMetric", "fvd", "distance", "stats_from_videos", "weights_identity", "clip_lengths",
+           "check_same_clips"]

@@ -30,9 +30,20 @@ def symmetric_matrix_square_root(mat: np.ndarray, eps: float = SQRT_EPS) -> np.n
     if mat.dtype == np.float32:
         u, s, vt = (t.numpy() for t in torch.linalg.svd(torch.from_numpy(np.ascontiguousarray(mat))))
     else:
-        u, s, vt = np.linalg.svd(mat)  # numpy returns V^T where TF returns V
+        try:
+            u, s, vt = np.linalg.svd(mat)  # numpy returns V^T where TF returns V
+        except np.linalg.LinAlgError:  # LAPACK's gesdd fails to converge on some rank-deficient matrices
+            u, s, vt = _svd_of_symmetric(mat)
     s_root = np.where(s < eps, s, np.sqrt(s)).astype(mat.dtype)
     return (u * s_root[np.newaxis, :]) @ vt
+
+
+def _svd_of_symmetric(mat: np.ndarray) -> "tuple[np.ndarray, np.ndarray, np.ndarray]":
+    """The SVD of a symmetric matrix from its eigendecomposition: ``s = |w|``, ``u = v``, ``vt = (v * sign(w))^T``."""
+    w, v = np.linalg.eigh(0.5 * (mat + mat.T))
+    order = np.argsort(-np.abs(w))
+    w, v = w[order], v[:, order]
+    return v, np.abs(w), (v * np.where(w < 0, -1.0, 1.0)).T
 
 
 def trace_sqrt_product(sigma: np.ndarray, sigma_v: np.ndarray) -> np.floating:

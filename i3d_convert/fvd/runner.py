@@ -6,7 +6,11 @@ rank gathers all per-video features, and the float64 sums are accumulated in ind
 batch at a time. So 1 or N processes give the same stats bit for bit (with the same per-process
 thread count). Results are cached by content (the input bytes, the weights file's sha256, the protocol
 and the clip options) under ``<cache>/fvd-stats/``, written atomically and checked on load; a cached
-result is returned without loading the network.
+result is returned without loading the network. Cache entries keep the per-video features (an entry
+without them is recomputed when they are asked for).
+The metadata records every setting that changes the features: protocol, weights, ``frames``,
+``clip``, ``seed``, ``input_range``, ``source_resolutions`` and ``clip_lengths`` (the clip lengths
+that reached the network).
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ class StatsJob:
     """What to compute: ``source`` (array ``.npy``/``.npz``, video file, folder or manifest) under
     ``protocol`` with ``weights`` (None: the cache), clips per ``clips``; ``device``: ``auto``,
     ``cpu``, ``cuda`` (this rank's GPU) or ``cuda:N``; ``cache``: reuse/write the content-keyed cache;
-    ``compile_pools``: compiled max pools where they are the same bits and faster (not part of the cache key)."""
+    ``compile_pools``: compiled max pools where they are the same bits and faster (not part of the cache key);
+    ``keep_features``: the stats keep the per-video features (:attr:`FVDStats.features`)."""
 
     source: Path
     protocol: str = "reference"
@@ -48,6 +53,7 @@ class StatsJob:
     batch_size: int = 8
     cache: bool = True
     compile_pools: bool = False
+    keep_features: bool = False
 
 
 def cache_key(job: StatsJob, videos: VideoSet, count: int, weights_sha256: str) -> str:
@@ -64,7 +70,7 @@ def cache_path(key: str) -> Path:
     return cache_dir() / "fvd-stats" / f"{key}.npz"
 
 
-def _cached(key: str) -> Optional[FVDStats]:
+def _cached(key: str, need_features: bool) -> Optional[FVDStats]:
     path = cache_path(key)
     if not path.is_file():
         return None
@@ -76,12 +82,14 @@ def _cached(key: str) -> Optional[FVDStats]:
     if stats.metadata.get("cache_key") != key:
         warnings.warn(f"{path}: cached stats record another key; recomputing", stacklevel=3)
         return None
+    if need_features and stats.features is None:
+        return None  # written before the cache kept features
     return stats
 
 
 def _batch_features(extractor: FVDFeatures, videos: VideoSet, indices: range,
-                    clips: ClipOptions) -> List[Tuple[np.ndarray, str]]:
-    """Per video of ``indices``: (features [K, 400] float32, "HxW"). One forward for the batch when
+                    clips: ClipOptions) -> List[Tuple[np.ndarray, str, int]]:
+    """Per video of ``indices``: (features [K, 400] float32, "HxW", clip length). One forward for the batch when
     every clip has the same shape, else one per video (fixed by the batch's contents alone)."""
     max_frames = clips.frames if clips.clip == "first" else None
     cut = [select_clips(videos.read(i, max_frames), i, clips, videos.name(i)) for i in indices]
@@ -90,7 +98,7 @@ def _batch_features(extractor: FVDFeatures, videos: VideoSet, indices: range,
         split = np.split(features, np.cumsum([len(c) for c in cut])[:-1])
     else:
         split = [extractor(c) for c in cut]
-    return [(f, f"{c.shape[2]}x{c.shape[3]}") for f, c in zip(split, cut)]
+    return [(f, f"{c.shape[2]}x{c.shape[3]}", int(c.shape[1])) for f, c in zip(split, cut)]
 
 
 def _gather(context: distributed.DistContext, mine: Dict[int, list]) -> Dict[int, list]:
@@ -124,9 +132,9 @@ def _compute(job: StatsJob, context: distributed.DistContext, device) -> FVDStat
     weights = fvd_weights_path(job.weights)
     key = cache_key(job, videos, count, source_sha256(weights)) if job.cache else None
     if key is not None:
-        cached = _cached(key)
+        cached = _cached(key, job.keep_features)
         if cached is not None:
-            return cached
+            return cached if job.keep_features else cached.drop_features()
     extractor = FVDFeatures(job.protocol, weights, device=device, batch_size=job.batch_size,
                             compile_pools=job.compile_pools)
     batches = [range(s, min(s + job.batch_size, count)) for s in range(0, count, job.batch_size)]
@@ -134,18 +142,20 @@ def _compute(job: StatsJob, context: distributed.DistContext, device) -> FVDStat
     gathered = _gather(context, mine)
     meta = extractor.metadata(frames=job.clips.frames, clip=job.clips.clip, seed=job.clips.seed, num_videos=count,
                               input_range=videos.input_range, source=str(job.source), cache_key=key)
-    stats = FVDStats(metadata={**meta, "source_resolutions": []})
-    resolutions = set()
+    stats = FVDStats(metadata={**meta, "source_resolutions": []}, keep_features=True)
+    resolutions, lengths = set(), set()
     for b in range(len(batches)):
-        stats.update(np.concatenate([f for f, _ in gathered[b]]))
-        resolutions.update(r for _, r in gathered[b])
+        stats.update(np.concatenate([f for f, _, _ in gathered[b]]))
+        resolutions.update(r for _, r, _ in gathered[b])
+        lengths.update(t for _, _, t in gathered[b])
     stats.metadata["source_resolutions"] = sorted(resolutions)
+    stats.metadata["clip_lengths"] = sorted(lengths)
     if key is not None and context.is_main:
         path = cache_path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_stats(stats, path, overwrite=True)
     distributed.barrier(context)
-    return stats
+    return stats if job.keep_features else stats.drop_features()
 
 
 __all__ = ["StatsJob", "compute_stats", "cache_key", "cache_path"]

@@ -4,6 +4,9 @@ A stats file (``.npz`` or ``.safetensors``, never a pickle) holds ``n``, the shi
 ``sum(x - K)`` [D] and ``sum((x - K)(x - K)^T)`` [D, D] in float64, plus JSON metadata:
 format, protocol, weights identity, frames, clip sampling, source resolutions, n, package
 version, and a sha256 of the arrays (checked on load, with the shapes, dtypes and n).
+Optionally (``keep_features``) it also holds ``features`` [N, D], the per-video features in the
+set's order (float32 as the network gives them), which bootstrap intervals, FVD-infinity and KVD
+need; they are covered by the same sha256, and a merge concatenates them in order.
 
 Moments are accumulated around ``K`` = the mean of the first batch, so the covariance does not
 cancel catastrophically when the feature mean is large next to its spread; merging re-bases
@@ -16,7 +19,7 @@ import hashlib
 import json
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -29,6 +32,8 @@ from .frechet import frechet_distance_from_moments
 #: Written into every stats file; a file of another format is refused.
 STATS_FORMAT = "i3d-convert-fvd-stats/1"
 _ARRAYS = ("n", "shift", "shifted_sum", "shifted_sum_outer")
+#: The optional array of per-video features [N, D].
+FEATURES = "features"
 #: Metadata that must agree for two stats to be merged or compared.
 IDENTITY_KEYS = ("protocol", "weights")
 
@@ -42,11 +47,15 @@ class FVDStats:
 
     ``metadata`` is a JSON-able dict; ``protocol`` and ``weights`` in it must agree for
     :meth:`merge` and for a distance; ``source_resolutions`` (a sorted list of ``"HxW"``) is united.
+    ``keep_features``: also keep every row given to :meth:`update` (:attr:`features`, in order).
     """
 
-    def __init__(self, dim: Optional[int] = None, metadata: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(self, dim: Optional[int] = None, metadata: Optional[Dict[str, Any]] = None,
+                 keep_features: bool = False) -> None:
         self.n = 0
         self.metadata: Dict[str, Any] = dict(metadata or {})
+        self.keep_features = keep_features
+        self._feature_blocks: List[np.ndarray] = []
         self.shift: Optional[np.ndarray] = None
         self.shifted_sum: Optional[np.ndarray] = None
         self.shifted_sum_outer: Optional[np.ndarray] = None
@@ -75,6 +84,9 @@ class FVDStats:
             raise StatsMismatchError(f"feature size {x.shape[1]} != {self.dim}")
         if self.n == 0:
             self._allocate(x.shape[1], np.mean(x, axis=0))
+        if self.keep_features:
+            rows = np.asarray(features)
+            self._feature_blocks.append(rows.astype(np.float32) if rows.dtype == np.float32 else x.copy())
         centred = x - self.shift
         self.shifted_sum += centred.sum(axis=0)
         self.shifted_sum_outer += centred.T @ centred
@@ -90,13 +102,37 @@ class FVDStats:
         if self.dim is not None and other.dim is not None and self.dim != other.dim:
             raise StatsMismatchError(f"{what} have different feature sizes: {self.dim} vs {other.dim}")
 
+    @property
+    def features(self) -> Optional[np.ndarray]:
+        """The per-video features ``[N, D]`` in order (``None`` unless kept)."""
+        if not self.keep_features or self.n == 0:
+            return None
+        if len(self._feature_blocks) > 1:
+            self._feature_blocks = [np.concatenate(self._feature_blocks)]
+        return self._feature_blocks[0]
+
+    def drop_features(self) -> "FVDStats":
+        """Forget the per-video features (the moments stay)."""
+        self.keep_features, self._feature_blocks = False, []
+        return self
+
     def merge(self, other: "FVDStats") -> "FVDStats":
-        """Add ``other``'s moments to these (in place); protocol and weights must agree."""
+        """Add ``other``'s moments to these (in place); protocol and weights must agree. Per-video features
+        stay (these, then ``other``'s) when both sides keep them, else they are dropped."""
         self.check_compatible(other, "merged stats")
+        if self.keep_features and (other.keep_features or other.n == 0):
+            self._feature_blocks += other._feature_blocks
+        elif self.n == 0 and other.keep_features:
+            self.keep_features, self._feature_blocks = True, list(other._feature_blocks)
+        else:
+            self.drop_features()
         resolutions = sorted(set(self.metadata.get("source_resolutions", [])) | set(other.metadata.get("source_resolutions", [])))
+        lengths = sorted(set(self.metadata.get("clip_lengths", [])) | set(other.metadata.get("clip_lengths", [])))
         if not self.metadata:
             self.metadata = dict(other.metadata)
         self.metadata["source_resolutions"] = resolutions
+        if lengths:
+            self.metadata["clip_lengths"] = lengths
         if other.n == 0:
             return self
         if self.n == 0:
@@ -113,7 +149,8 @@ class FVDStats:
         return self
 
     def copy(self) -> "FVDStats":
-        out = FVDStats(metadata=json.loads(json.dumps(self.metadata)))
+        out = FVDStats(metadata=json.loads(json.dumps(self.metadata)), keep_features=self.keep_features)
+        out._feature_blocks = [b.copy() for b in self._feature_blocks]
         out.n = self.n
         if self.shift is not None:
             out.shift, out.shifted_sum, out.shifted_sum_outer = (a.copy() for a in (self.shift, self.shifted_sum, self.shifted_sum_outer))
@@ -137,8 +174,11 @@ class FVDStats:
     def arrays(self) -> Dict[str, np.ndarray]:
         if self.shift is None:
             raise I3DConvertError("the stats hold no videos")
-        return {"n": np.array(self.n, dtype=np.int64), "shift": self.shift, "shifted_sum": self.shifted_sum,
-                "shifted_sum_outer": self.shifted_sum_outer}
+        arrays = {"n": np.array(self.n, dtype=np.int64), "shift": self.shift, "shifted_sum": self.shifted_sum,
+                  "shifted_sum_outer": self.shifted_sum_outer}
+        if self.features is not None:
+            arrays[FEATURES] = self.features
+        return arrays
 
     def __repr__(self) -> str:
         return f"FVDStats(n={self.n}, dim={self.dim}, protocol={self.metadata.get('protocol')!r})"
@@ -150,9 +190,10 @@ def _short(value: Any) -> str:
 
 
 def arrays_sha256(arrays: Dict[str, np.ndarray]) -> str:
-    """sha256 over the stats arrays (name, dtype, shape, little-endian bytes), in a fixed order."""
+    """sha256 over the stats arrays (name, dtype, shape, little-endian bytes), in a fixed order
+    (``features`` last, when present, so files without it keep their digest)."""
     digest = hashlib.sha256()
-    for name in _ARRAYS:
+    for name in _ARRAYS + ((FEATURES,) if FEATURES in arrays else ()):
         array = np.ascontiguousarray(arrays[name])
         array = array.astype(array.dtype.newbyteorder("<"), copy=False)
         digest.update(f"{name}:{array.dtype.str}:{list(array.shape)}\0".encode())
@@ -187,6 +228,21 @@ def save_stats(stats: FVDStats, path: PathLike, overwrite: bool = False) -> Path
             save_file({k: np.ascontiguousarray(v).reshape(-1) if k == "n" else v for k, v in arrays.items()},
                       str(tmp), metadata={"fvd_stats": text})
     return path
+
+
+def is_stats_file(path: PathLike) -> bool:
+    """Whether ``path`` is meant as a stats file (``.safetensors``, or an ``.npz`` holding ``metadata``)
+    rather than videos; whether it is a valid one :func:`load_stats` decides."""
+    path = Path(path)
+    if path.suffix.lower() == ".safetensors":
+        return True
+    if path.suffix.lower() != ".npz" or not path.is_file():
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return "metadata.npy" in archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def _read_raw(path: Path) -> "tuple[Dict[str, np.ndarray], str]":
@@ -224,7 +280,9 @@ def load_stats(path: PathLike) -> FVDStats:
     if not isinstance(metadata, dict) or metadata.get("format") != STATS_FORMAT:
         raise I3DConvertError(f"not an FVD stats file of format {STATS_FORMAT}", path)
     _check_arrays(arrays, metadata, path)
-    stats = FVDStats(metadata={k: v for k, v in metadata.items() if k not in ("format", "sha256", "n")})
+    stats = FVDStats(metadata={k: v for k, v in metadata.items() if k not in ("format", "sha256", "n")},
+                     keep_features=FEATURES in arrays)
+    stats._feature_blocks = [arrays[FEATURES]] if FEATURES in arrays else []
     stats.n = int(arrays["n"])
     stats.shift, stats.shifted_sum, stats.shifted_sum_outer = (
         np.array(arrays[k], dtype=np.float64) for k in ("shift", "shifted_sum", "shifted_sum_outer"))
@@ -244,9 +302,17 @@ def _check_arrays(arrays: Dict[str, np.ndarray], metadata: Dict[str, Any], path:
         if arrays[name].shape != shape or arrays[name].dtype != np.float64 or dim < 1:
             raise I3DConvertError(f"stats array {name!r} is {arrays[name].dtype} {list(arrays[name].shape)}, "
                                   f"expected float64 {list(shape)}", path)
+    unknown = sorted(set(arrays) - set(_ARRAYS) - {FEATURES})
+    if unknown:
+        raise I3DConvertError(f"stats file holds unknown array {unknown[0]!r}", path)
+    if FEATURES in arrays:
+        features = arrays[FEATURES]
+        if features.shape != (int(n), dim) or features.dtype not in (np.float32, np.float64):
+            raise I3DConvertError(f"stats array 'features' is {features.dtype} {list(features.shape)}, expected "
+                                  f"float32 or float64 [{int(n)}, {dim}] (n videos by the feature size)", path)
     if arrays_sha256(arrays) != metadata.get("sha256"):
         raise I3DConvertError("stats arrays do not match their recorded sha256 (file altered or corrupt)", path)
 
 
-__all__ = ["STATS_FORMAT", "FVDStats", "StatsMismatchError", "frechet_distance", "save_stats", "load_stats",
-           "arrays_sha256"]
+__all__ = ["FEATURES", "STATS_FORMAT", "FVDStats", "StatsMismatchError", "frechet_distance", "save_stats", "load_stats",
+           "is_stats_file", "arrays_sha256"]

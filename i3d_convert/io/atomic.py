@@ -106,6 +106,31 @@ def check_output_path(path: "str | os.PathLike[str]", overwrite: bool = False,
 
 
 @contextlib.contextmanager
+def created_folder(folder: "str | os.PathLike[str]") -> Iterator[Path]:
+    """Create ``folder`` and its missing parents (like TensorFlow's saver); if the block raises, remove
+    again those created here that are still empty, so a failed command leaves no empty folder behind.
+
+    A path component that is a file, or a folder that cannot be created, is an :class:`I3DConvertError`
+    naming it.
+    """
+    folder = Path(folder)
+    missing = [p for p in (folder, *folder.parents) if not p.exists()]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise I3DConvertError("output folder is a file, not a folder", folder) from None
+    except OSError as exc:
+        raise I3DConvertError(f"cannot create the output folder ({exc.strerror or exc})", folder) from None
+    try:
+        yield folder
+    except BaseException:
+        for created in missing:  # deepest first
+            with contextlib.suppress(OSError):
+                created.rmdir()
+        raise
+
+
+@contextlib.contextmanager
 def atomic_output(path: "str | os.PathLike[str]", overwrite: bool = False,
                   inputs: Iterable["str | os.PathLike[str]"] = ()) -> Iterator[Path]:
     """Yield a temporary path to write; on success it becomes ``path``, on any exception it is removed.

@@ -23,7 +23,7 @@ import os
 import re
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Iterator, List, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import numpy as np
 
@@ -320,18 +320,26 @@ def _resampled(source: Any, path: str, options: DecodeOptions) -> Iterator[Any]:
     yield from resampler.finish(source.end - t0)
 
 
-def iter_frames(path: PathLike, options: DecodeOptions = DecodeOptions()) -> Iterator[np.ndarray]:
+def iter_frames(path: PathLike, options: DecodeOptions = DecodeOptions(),
+                wanted: Optional[Callable[[int], bool]] = None) -> Iterator[Optional[np.ndarray]]:
     """Yield the output frames of :func:`decode` one by one, each [H, W, 3] uint8 RGB.
 
     Streaming: holds at most the current and previous source frame plus one
     converted frame. Yielded arrays are read-only; a frame repeated by the
-    resampler is the same array object. Raises :class:`DecodeError`.
+    resampler is the same array object. ``wanted(t)`` False: output frame ``t``
+    is yielded as None, never converted to RGB nor resized (still decoded: the
+    codec needs it). Raises :class:`DecodeError`.
     """
     path = os.fspath(path)
     source = _source(path, options)
     convert = _FrameConverter(source, path, options)
     nbytes = 0
     for count, frame in enumerate(_resampled(source, path, options), start=1):
+        if wanted is not None and not wanted(count - 1):
+            yield None
+            if options.max_frames is not None and count >= options.max_frames:
+                return
+            continue
         out = convert(frame)
         nbytes += out.nbytes
         if nbytes > options.max_output_bytes:

@@ -162,7 +162,11 @@ def _tf_hub_weights(roots: Sequence[Path]) -> Optional[Path]:
     try:
         return find_checkpoint(TF_HUB_RELEASE, roots)
     except I3DConvertError:
+        pass
+    try:
         return default_fvd_weights()
+    except I3DConvertError:
+        return None
 
 
 def _eval_type_of(model: torch.nn.Module) -> str:

@@ -14,7 +14,6 @@ serving ``<base>/<release>/<file name>``, e.g. ``http://mirror.local/i3d`` or
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -27,6 +26,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from i3d_convert import architecture as arch
 from i3d_convert.errors import I3DConvertError
+from i3d_convert.io.atomic import created_folder
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 MANIFEST_PATH = DATA_DIR / "releases.json"
@@ -214,18 +214,16 @@ def download(name: str, directory: "Optional[str | os.PathLike[str]]" = None,
     """
     release = get_release(name)
     target = Path(directory) if directory is not None else cache_dir() / "checkpoints" / release.name
-    created = not target.exists()
-    try:
-        for item in release.files:
-            download_file(item, target / item.name, progress(item.name) if progress else None)
-    except I3DConvertError:
-        if created:  # nothing fetched: leave no empty folder (partial .part files stay, to resume)
+    # A failed download leaves no empty folder (nor its empty parents); partial .part files stay, to resume.
+    with created_folder(target):
+        try:
+            for item in release.files:
+                download_file(item, target / item.name, progress(item.name) if progress else None)
+        except I3DConvertError:
             for empty in target.glob("*.part"):
                 if empty.stat().st_size == 0:
                     empty.unlink()
-            with contextlib.suppress(OSError):
-                target.rmdir()
-        raise
+            raise
     return target / "model.ckpt"
 
 
