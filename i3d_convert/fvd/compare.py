@@ -77,7 +77,8 @@ class FVDRequest:
 
     def __post_init__(self) -> None:
         if self.bootstrap == 1 or self.bootstrap < 0:
-            raise I3DConvertError(f"bootstrap must be 0 (none) or at least 2 resamples for a spread, got {self.bootstrap}")
+            raise I3DConvertError(f"{{arg}} must be 0 (none) or at least 2 resamples for a spread, got {self.bootstrap}",
+                                  argument="bootstrap")
 
     @property
     def needs_features(self) -> bool:
