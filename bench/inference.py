@@ -56,7 +56,7 @@ from _machine import describe, machine_info  # noqa: E402
 
 from i3d_convert import InceptionI3d  # noqa: E402
 from i3d_convert.device import reuse_freed_memory  # noqa: E402
-from i3d_convert.conversion.synthetic import calibrated_state_dict, random_clip  # noqa: E402
+from i3d_convert.weights.synthetic import calibrated_state_dict, random_clip  # noqa: E402
 from i3d_convert.models.ports import PiergiajI3D  # noqa: E402
 from i3d_convert.names.layouts import to_layout  # noqa: E402
 from i3d_convert.verification.metrics import difference, ncthw_to_nthwc  # noqa: E402
@@ -107,7 +107,7 @@ def tensorflow_graph(state: Dict[str, torch.Tensor], threads: int):
     """(TF's reference network traced with tf.function returning the logits, the eager tf_forward, tf)."""
     import tensorflow as tf
 
-    from i3d_convert.names.tf1 import torch_to_tf_arrays
+    from i3d_convert.conversion.tf_layout import torch_to_tf_arrays
     from i3d_convert.reference import network as ref
     from i3d_convert.reference.tf_forward import _TFOps, tf_forward
 

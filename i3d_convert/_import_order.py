@@ -4,9 +4,10 @@ Measured with torch 2.14.1, torchvision 0.29.1 (Triton bundled with torch) and
 TensorFlow 2.21 in one process: ``import tensorflow`` followed by ``import
 torchvision``, ``import timm``, ``import triton`` or ``import torch._dynamo``
 dies with SIGSEGV inside ``triton/_C/libtriton.so``; loaded the other way round,
-everything works. ``import i3d_convert`` therefore loads Triton (0.1 s) while
-TensorFlow is not yet loaded, and the modules that import torchvision or
-TensorFlow check the order first, so that the crash becomes a clear error.
+everything works. The one module that imports TensorFlow
+(:mod:`i3d_convert.reference.tf_runtime`) therefore loads torchvision / Triton first, and the
+modules that import torchvision check the order, so that the crash becomes a clear error;
+``import i3d_convert`` itself imports neither Triton nor TensorFlow.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ RGB_CHANNELS = 3
 FLOW_CHANNELS = 2
 #: DeepMind's sample clips and the spatial size the Logits pool expects.
 INPUT_SIZE = 224
-#: Channels of the last feature map (Mixed_5c), the pooled feature FVD tools use.
+#: Channels of the last feature map (Mixed_5c) and of the pooled clip feature (FVD uses the 400 logits instead).
 FEATURE_CHANNELS = 1024
 
 

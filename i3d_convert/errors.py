@@ -15,12 +15,36 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 class I3DConvertError(Exception):
-    """A problem with an input file, an output path or an argument."""
+    """A problem with an input file, an output path or an argument.
 
-    def __init__(self, message: str, path: Optional[PathLike] = None) -> None:
+    ``argument``: the Python argument the problem is about (``"layout"``, ``"allow_non_finite"``), as
+    data, so a front end can name its own flag for it. ``message`` may write it as ``{arg}``
+    (``"pass {arg}=True to use them anyway"``): ``str(error)`` shows the argument's Python name there,
+    :meth:`render` whatever name the caller gives it.
+    """
+
+    def __init__(self, message: str, path: Optional[PathLike] = None, *, argument: Optional[str] = None) -> None:
         self.path = None if path is None else os.fspath(path)
-        self.problem = message
-        super().__init__(f"{self.path}: {message}" if self.path else message)
+        self.argument = argument
+        self.template = message
+        self.problem = self._fill(argument or "")
+        super().__init__(self.render())
+
+    def _fill(self, name: str, true: Optional[str] = None, false: Optional[str] = None, equals: str = "=") -> str:
+        text = self.template
+        if true is not None:
+            text = text.replace("{arg}=True", true)
+        if false is not None:
+            text = text.replace("{arg}=False", false)
+        return text.replace("{arg}=", name + equals).replace("{arg}", name)
+
+    def render(self, name: Optional[str] = None, *, true: Optional[str] = None, false: Optional[str] = None,
+               equals: str = "=") -> str:
+        """The one-line message, the argument written as ``name`` (its Python name by default) and ``{arg}=V``
+        as ``name + equals + V``; ``true``/``false`` replace ``{arg}=True``/``{arg}=False`` (a boolean flag's
+        two spellings)."""
+        problem = self._fill((self.argument or "") if name is None else name, true, false, equals)
+        return f"{self.path}: {problem}" if self.path else problem
 
 
 class CheckpointFormatError(I3DConvertError):

@@ -50,7 +50,7 @@ def requires_shared(path: Path) -> None:
 @pytest.fixture(scope="session")
 def synthetic_checkpoint(tmp_path_factory) -> Callable[[str], Path]:
     """``synthetic_checkpoint(release, seed=0)`` -> prefix of a calibrated synthetic checkpoint (cached)."""
-    from i3d_convert.conversion.synthetic import write_synthetic_checkpoint
+    from i3d_convert.weights.synthetic import write_synthetic_checkpoint
 
     cache: Dict[tuple, Path] = {}
     root = tmp_path_factory.mktemp("synthetic")

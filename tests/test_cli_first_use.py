@@ -68,7 +68,7 @@ def test_torch_to_tf_creates_the_checkpoint_folder_as_tensorflows_saver_does(rgb
     assert sorted(p.name for p in (tmp_path / "export").iterdir()) == ["model.ckpt.data-00000-of-00001",
                                                                         "model.ckpt.index"]
     from i3d_convert import convert
-    from i3d_convert.conversion.tf_to_torch import load_state_dict_file
+    from i3d_convert.conversion.sources import load_state_dict_file
 
     back, original = convert(tmp_path / "export" / "model.ckpt"), load_state_dict_file(rgb_weights)
     assert back.keys() == original.keys() and all(np.array_equal(back[k], original[k]) for k in back)

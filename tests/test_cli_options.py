@@ -119,7 +119,8 @@ def test_torch_to_tf_bn_5d_writes_five_dimensional_batch_norm_tensors(run, weigh
 
 
 def test_no_allow_non_finite_refuses_nan_weights(run, weights, tmp_path):
-    from i3d_convert.conversion.tf_to_torch import load_state_dict_file, save_state_dict
+    from i3d_convert.conversion.tf_to_torch import save_state_dict
+    from i3d_convert.conversion.sources import load_state_dict_file
 
     state = load_state_dict_file(weights)
     state["Logits.Conv3d_0c_1x1.conv.bias"][0] = float("nan")
@@ -153,7 +154,7 @@ def test_inflate_seed_and_reinit_logits_choose_the_logits(run, googlenet, tmp_pa
 
 
 def test_demo_release_and_seed_choose_the_synthetic_checkpoint(run, tmp_path):
-    from i3d_convert.conversion.tf_to_torch import load_state_dict_file
+    from i3d_convert.conversion.sources import load_state_dict_file
 
     stems = {}
     for release, seed in (("flow_imagenet", "3"), ("flow_imagenet", "4")):

@@ -117,7 +117,8 @@ def test_output_that_would_overwrite_an_input_is_refused(command, files, run):
 
 @pytest.fixture(scope="module")
 def nan_weights(files) -> Path:
-    from i3d_convert.conversion.tf_to_torch import load_state_dict_file, save_state_dict
+    from i3d_convert.conversion.tf_to_torch import save_state_dict
+    from i3d_convert.conversion.sources import load_state_dict_file
 
     state = load_state_dict_file(files["weights"])
     state["Mixed_4d.Branch_0.Conv3d_0a_1x1.conv.weight"][0, 0, 0, 0, 0] = float("nan")

@@ -16,8 +16,8 @@ import torch
 from i3d_convert import InceptionI3d, convert_checkpoint, load_state_dict_file
 from i3d_convert.names.tf1 import mapping_table
 from i3d_convert.models.ports import PiergiajI3D
-from i3d_convert.conversion.releases import RELEASES
-from i3d_convert.conversion.synthetic import random_clip, synthetic_tf_arrays
+from i3d_convert.weights.releases import RELEASES
+from i3d_convert.weights.synthetic import random_clip, synthetic_tf_arrays
 from i3d_convert.io.checkpoint_reader import load_tf_checkpoint
 from i3d_convert.io.bundle_writer import write_checkpoint
 
@@ -219,7 +219,7 @@ def test_existing_output_is_not_clobbered_without_overwrite(synthetic_checkpoint
 
 
 def test_info_lists_every_variable_and_its_target(cli):
-    from i3d_convert.conversion.releases import release_index_path
+    from i3d_convert.weights.releases import release_index_path
 
     code, stdout, stderr = cli("info", release_index_path("rgb_scratch_kin600"), "--json")
     assert code == 0, stderr

@@ -76,7 +76,7 @@ def test_the_published_files_are_exactly_the_seven_flag_combinations():
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
 def test_each_published_report_maps_to_its_checkpoints_and_label_map(name):
-    from i3d_convert.conversion.releases import load_labels
+    from i3d_convert.weights.releases import load_labels
 
     path = TF_V1 / f"{name}.txt"
     requires_shared(path)
@@ -114,7 +114,7 @@ def synthetic_samples(synthetic_checkpoint, tmp_path_factory):
     """A samples folder (random .npy clips with DeepMind's file names) and a checkpoint folder as
     ``i3d-convert download`` lays it out (``checkpoints/<release>/model.ckpt``), synthetic weights."""
     from i3d_convert.verification.metrics import ncthw_to_nthwc
-    from i3d_convert.conversion.synthetic import random_clip
+    from i3d_convert.weights.synthetic import random_clip
 
     root = tmp_path_factory.mktemp("samples")
     for seed, (stream, channels) in enumerate((("rgb", 3), ("flow", 2))):
@@ -133,7 +133,7 @@ def _tensorflow_report(samples: Path, releases) -> str:
     import i3d_convert.reference.tf_forward as R  # noqa: F401  (TensorFlow after torchvision)
     import tensorflow as tf
 
-    from i3d_convert.conversion.releases import get_release, load_labels
+    from i3d_convert.weights.releases import get_release, load_labels
 
     total = None
     for release in releases:

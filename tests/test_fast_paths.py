@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from i3d_convert.conversion.synthetic import calibrated_state_dict, random_clip
+from i3d_convert.weights.synthetic import calibrated_state_dict, random_clip
 from i3d_convert.errors import ChecksumError
 from i3d_convert.io import bundle_format
 from i3d_convert.io.bundle_format import buffer_crc32c, masked_crc32c

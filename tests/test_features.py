@@ -21,7 +21,7 @@ from i3d_convert.dataset.features import endpoint_of, extract_features, window_s
 from i3d_convert.io.clips import RANGE_TOLERANCE, load_clip_array, validate_clips
 from i3d_convert.weights.factory import i3d
 from i3d_convert.verification.metrics import difference
-from i3d_convert.conversion.synthetic import random_clip
+from i3d_convert.weights.synthetic import random_clip
 
 #: Relative L2 error allowed between a row and its window run alone. Batched and single-window
 #: float32 convolutions may round differently (oneDNN chooses kernels and work splits by shape):

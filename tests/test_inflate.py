@@ -30,7 +30,7 @@ import timm  # noqa: E402  (imports torchvision: must come before TensorFlow)
 
 from i3d_convert import architecture as arch
 from i3d_convert.cli.inflate import main as inflate_main
-from i3d_convert.conversion.tf_to_torch import load_state_dict_file
+from i3d_convert.conversion.sources import load_state_dict_file
 from i3d_convert.errors import I3DConvertError
 from i3d_convert.inflation.api import inflate, inflate_source
 from i3d_convert.inflation.modules import inflate_module

@@ -107,7 +107,7 @@ def test_batch_norm_has_no_scale_and_eps_1e_3():
 
 
 def _calibrated_model(**kwargs):
-    from i3d_convert.conversion.synthetic import calibrated_state_dict
+    from i3d_convert.weights.synthetic import calibrated_state_dict
 
     model = InceptionI3d(**kwargs).eval()
     model.load_state_dict(calibrated_state_dict(seed=4, calibration_shape=(9, 224, 224)), strict=True)
@@ -118,7 +118,7 @@ def test_folded_batch_norm_inference_path_matches_plain_modules():
     """The fast path (eval + autograd off: folded BN, channels_last, oneDNN) computes the
     same function as the plain conv -> batch norm -> ReLU modules that training uses."""
     from i3d_convert.verification.metrics import difference
-    from i3d_convert.conversion.synthetic import random_clip
+    from i3d_convert.weights.synthetic import random_clip
 
     fused = _calibrated_model().double()
     plain = _calibrated_model(fuse_bn=False).double()

@@ -18,7 +18,7 @@ import torch
 from i3d_convert import InceptionI3d, convert
 from i3d_convert import architecture as arch
 from i3d_convert.verification.metrics import difference, ncthw_to_nthwc
-from i3d_convert.conversion.synthetic import random_clip
+from i3d_convert.weights.synthetic import random_clip
 from i3d_convert.verification.tolerances import (
     FLOAT32_FLOOR_FACTOR,
     FLOAT32_LOGITS_ATOL,
@@ -62,7 +62,7 @@ def _run_both(prefix_str: str, in_channels: int, num_classes: int):
 
 @pytest.mark.parametrize("release", SCHEMA_RELEASES)
 def test_float64_every_endpoint_matches_tensorflow(release, synthetic_checkpoint):
-    from i3d_convert.conversion.releases import RELEASES
+    from i3d_convert.weights.releases import RELEASES
 
     rel = RELEASES[release]
     runs = _run_both(str(synthetic_checkpoint(release)), rel.in_channels, rel.num_classes)
@@ -83,7 +83,7 @@ def test_float64_every_endpoint_matches_tensorflow(release, synthetic_checkpoint
 
 @pytest.mark.parametrize("release", SCHEMA_RELEASES)
 def test_float32_within_tensorflows_own_round_off(release, synthetic_checkpoint):
-    from i3d_convert.conversion.releases import RELEASES
+    from i3d_convert.weights.releases import RELEASES
 
     rel = RELEASES[release]
     runs = _run_both(str(synthetic_checkpoint(release)), rel.in_channels, rel.num_classes)
@@ -102,7 +102,7 @@ def test_float32_within_tensorflows_own_round_off(release, synthetic_checkpoint)
 
 def test_wrong_batch_norm_eps_is_caught_by_the_float64_check(synthetic_checkpoint):
     """The check has teeth: eps 1e-5 (the FVD ports' setting) is orders of magnitude outside tolerance."""
-    from i3d_convert.conversion.releases import RELEASES
+    from i3d_convert.weights.releases import RELEASES
 
     release = "rgb_imagenet"
     rel = RELEASES[release]

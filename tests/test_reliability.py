@@ -21,7 +21,7 @@ import torch
 
 from i3d_convert import I3DConvertError, InceptionI3d, load_state_dict_file
 from i3d_convert.io.atomic import TMP_SUFFIX
-from i3d_convert.conversion.synthetic import synthetic_tf_arrays
+from i3d_convert.weights.synthetic import synthetic_tf_arrays
 from i3d_convert.io.bundle_writer import write_checkpoint
 
 from conftest import REPO_ROOT
@@ -218,14 +218,14 @@ def loopback_server():
 def _release_file(server, payload: bytes, sha: str = None):
     import hashlib
 
-    from i3d_convert.conversion.releases import ReleaseFile
+    from i3d_convert.weights.releases import ReleaseFile
 
     sha = sha or hashlib.sha1(b"blob %d\0" % len(payload) + payload).hexdigest()
     return ReleaseFile("model.ckpt.index", f"http://127.0.0.1:{server.server_port}/f", len(payload), sha)
 
 
 def test_cut_download_resumes_and_is_verified_before_it_is_moved_into_place(loopback_server, tmp_path):
-    from i3d_convert.conversion.releases import download_file
+    from i3d_convert.weights.releases import download_file
 
     payload = np.random.default_rng(1).bytes(300_000)
     _RangeHandler.payload, _RangeHandler.cut_after, _RangeHandler.requests = payload, 100_000, []
@@ -244,7 +244,7 @@ def test_cut_download_resumes_and_is_verified_before_it_is_moved_into_place(loop
 
 
 def test_download_with_wrong_hash_is_removed(loopback_server, tmp_path):
-    from i3d_convert.conversion.releases import download_file
+    from i3d_convert.weights.releases import download_file
 
     payload = b"x" * 1000
     _RangeHandler.payload, _RangeHandler.cut_after = payload, None
@@ -255,7 +255,7 @@ def test_download_with_wrong_hash_is_removed(loopback_server, tmp_path):
 
 
 def test_unreachable_download_is_a_one_line_error_and_leaves_no_folder(tmp_path, cli, monkeypatch):
-    from i3d_convert.conversion import releases
+    from i3d_convert.weights import releases
 
     rel = releases.RELEASES["rgb_imagenet"]
     dead = [releases.ReleaseFile(f.name, "http://127.0.0.1:9/none", f.size, f.git_sha1) for f in rel.files]
@@ -263,10 +263,10 @@ def test_unreachable_download_is_a_one_line_error_and_leaves_no_folder(tmp_path,
     code, _, stderr = cli("download", "rgb_imagenet", "--dir", tmp_path / "ck", "-q")
     assert code == 1 and len(stderr.strip().splitlines()) == 1 and "download failed" in stderr
     assert not (tmp_path / "ck").exists()
-    monkeypatch.chdir(tmp_path)  # the default folder, ./checkpoints/NAME, is not left behind either
+    monkeypatch.setenv(releases.CACHE_ENV, str(tmp_path / "cache"))  # nor the default, <cache>/checkpoints/NAME
     code, _, stderr = cli("download", "rgb_imagenet", "-q")
     assert code == 1
-    assert not (tmp_path / "checkpoints" / "rgb_imagenet").exists()
+    assert not (tmp_path / "cache" / "checkpoints" / "rgb_imagenet").exists()
 
 
 # ------------------------------------------------------------ every bad-index class, through the CLI

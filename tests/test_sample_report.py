@@ -43,7 +43,7 @@ def _deepmind_print(logits: np.ndarray, labels) -> str:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_report_from_logits_equals_deepminds_print_statements(seed):
-    from i3d_convert.conversion.releases import load_labels
+    from i3d_convert.weights.releases import load_labels
 
     labels = load_labels(400)
     rng = np.random.default_rng(seed)

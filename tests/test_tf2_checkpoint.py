@@ -113,7 +113,7 @@ def test_sonnet2_checkpoint_converts_to_exactly_the_tf1_conversion(release, tf2_
 @needs_sonnet
 def test_tf_to_torch_cli_converts_a_sonnet2_checkpoint(tf2_checkpoints, tmp_path, cli):
     from i3d_convert import InceptionI3d
-    from i3d_convert.conversion.tf_to_torch import load_state_dict_file
+    from i3d_convert.conversion.sources import load_state_dict_file
 
     _, tf2 = tf2_checkpoints["flow_imagenet"]
     out = tmp_path / "flow.safetensors"

@@ -20,13 +20,14 @@ timm = pytest.importorskip("timm", reason="the [timm] extra is not installed")
 
 import i3d_convert.integrations.timm_models as timm_models  # noqa: E402  (registers i3d_inception_v1)
 from i3d_convert.weights import factory as hub  # noqa: E402
-from i3d_convert.conversion import releases  # noqa: E402
-from i3d_convert.conversion.weights import weights_shape  # noqa: E402  # noqa: E402
-from i3d_convert.conversion.tf_to_torch import convert_to_file, load_state_dict_file  # noqa: E402
+from i3d_convert.weights import releases  # noqa: E402
+from i3d_convert.names.layouts import weights_shape  # noqa: E402
+from i3d_convert.conversion.tf_to_torch import convert_to_file
+from i3d_convert.conversion.sources import load_state_dict_file  # noqa: E402
 from i3d_convert.errors import I3DConvertError  # noqa: E402
 from i3d_convert.architecture import min_logits_input  # noqa: E402
 from i3d_convert.models.i3d import InceptionI3d  # noqa: E402
-from i3d_convert.conversion.synthetic import random_clip  # noqa: E402
+from i3d_convert.weights.synthetic import random_clip  # noqa: E402
 from i3d_convert.io.checkpoint_reader import load_tf_checkpoint  # noqa: E402
 from i3d_convert.io.bundle_writer import write_checkpoint  # noqa: E402
 

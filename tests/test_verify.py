@@ -66,7 +66,7 @@ def cached_cli(cli, monkeypatch, tf_cache):
 
 
 def _labels(num_classes):
-    from i3d_convert.conversion.releases import load_labels
+    from i3d_convert.weights.releases import load_labels
 
     return load_labels(num_classes)
 
@@ -98,7 +98,7 @@ def test_verify_without_arguments_exits_0_and_prints_every_endpoint(tmp_path):
 
 @pytest.mark.parametrize("release", SCHEMA_RELEASES)
 def test_float64_every_endpoint_within_1e_10(release, synthetic_checkpoint, tf_cache, rgb64):
-    from i3d_convert.conversion.releases import RELEASES
+    from i3d_convert.weights.releases import RELEASES
     from i3d_convert.verification.verify import verify
 
     rel = RELEASES[release]
@@ -233,7 +233,7 @@ def test_torch_file_alone_is_checked_against_tensorflow_on_its_own_weights(pierg
 def test_json_holds_the_numbers_versions_devices_and_input_hash(rgb64, tmp_path):
     import hashlib
 
-    from i3d_convert.conversion.synthetic import random_clip
+    from i3d_convert.weights.synthetic import random_clip
     from i3d_convert.verification.metrics import ncthw_to_nthwc
 
     path = rgb64.write_json(tmp_path / "report.json")

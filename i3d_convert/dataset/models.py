@@ -9,8 +9,8 @@ from typing import Optional
 import torch
 
 from i3d_convert import architecture as arch
-from i3d_convert.conversion.releases import RELEASES
 from i3d_convert.errors import I3DConvertError
+from i3d_convert.weights.releases import RELEASES
 
 #: Weights used when a stream's weights are not given: DeepMind's ImageNet-pretrained releases.
 DEFAULT_RELEASE = {"rgb": "rgb_imagenet", "flow": "flow_imagenet"}
@@ -31,17 +31,6 @@ def final_endpoint_for(endpoint: str) -> str:
     return "Mixed_5c" if endpoint == "pool" else endpoint
 
 
-def weights_files(path: Path) -> list:
-    """The files whose bytes make up a weights source (a file, or a TF checkpoint's index and data)."""
-    if path.is_file() and not path.name.endswith(".index"):
-        return [path]
-    prefix = path / "model.ckpt" if path.is_dir() else Path(str(path)[: -len(".index")] if str(path).endswith(".index") else path)
-    files = sorted(prefix.parent.glob(prefix.name + ".index")) + sorted(prefix.parent.glob(prefix.name + ".data-*"))
-    if not files:
-        raise I3DConvertError("no weights file or TF checkpoint here", path)
-    return files
-
-
 def release_weights(release: str, argument: str = "weights") -> Path:
     """The converted file of DeepMind's ``release``, downloaded and converted on first use (cached). When that
     fails, the error says so: which release was used and why (no ``argument`` given), that it needs the
@@ -59,7 +48,7 @@ def release_weights(release: str, argument: str = "weights") -> Path:
         raise I3DConvertError(f"no weights given for the {RELEASES[release].stream} stream, so DeepMind's {release} "
                               f"release is used, which is downloaded and converted on first use, and that failed "
                               f"({exc}); get it with `i3d-convert download {release}` where the network is "
-                              f"reachable, or offline pass {argument}=FILE: {offline}") from None
+                              f"reachable, or offline pass {{arg}}=FILE: {offline}", argument=argument) from None
 
 
 def load_stream_model(stream: str, spec: Optional[str], endpoint: str, device: torch.device,
@@ -67,8 +56,7 @@ def load_stream_model(stream: str, spec: Optional[str], endpoint: str, device: t
     """The model of ``stream`` from ``spec``: a weights file, a TF checkpoint or a release name
     (None: :data:`DEFAULT_RELEASE`). Its input channels must fit the stream (3 RGB, 2 flow).
     ``compile_pools``: :meth:`~i3d_convert.models.i3d.InceptionI3d.compile_max_pools` (same bits)."""
-    from i3d_convert.conversion.tf_to_torch import sha256_of_files
-    from i3d_convert.weights.factory import i3d
+    from i3d_convert.weights.factory import i3d, source_sha256
 
     spec = spec or DEFAULT_RELEASE[stream]
     path = Path(spec)
@@ -82,4 +70,4 @@ def load_stream_model(stream: str, spec: Optional[str], endpoint: str, device: t
                               f"these take {model.in_channels}", spec)
     if compile_pools:
         model.compile_max_pools()
-    return StreamModel(stream, model.to(device).eval(), str(spec), sha256_of_files(weights_files(path)))
+    return StreamModel(stream, model.to(device).eval(), str(spec), source_sha256(path))

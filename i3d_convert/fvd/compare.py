@@ -77,7 +77,8 @@ class FVDRequest:
 
     def __post_init__(self) -> None:
         if self.bootstrap == 1 or self.bootstrap < 0:
-            raise I3DConvertError(f"bootstrap must be 0 (none) or at least 2 resamples for a spread, got {self.bootstrap}")
+            raise I3DConvertError(f"{{arg}} must be 0 (none) or at least 2 resamples for a spread, got {self.bootstrap}",
+                                  argument="bootstrap")
 
     @property
     def needs_features(self) -> bool:
@@ -149,8 +150,9 @@ def _clips_for_videos(request: FVDRequest, stats: Optional[FVDStats], stats_path
     recorded = stats.metadata if stats is not None else {}
     lengths = clip_lengths(recorded)
     if given.frames is not None and lengths is not None and lengths != [given.frames]:
-        raise I3DConvertError(f"its clips are {_describe_lengths(lengths)}, not frames={given.frames}; FVD compares "
-                              "clips of one length (leave out --frames to use the stats file's)", stats_path)
+        raise I3DConvertError(f"its clips are {_describe_lengths(lengths)}, not {{arg}}={given.frames}; FVD compares "
+                              "clips of one length (leave out --frames to use the stats file's)", stats_path,
+                              argument="frames")
     for name, value in list(chosen.items()):
         if value is None and name in recorded and recorded[name] is not None:
             chosen[name] = recorded[name]
@@ -170,7 +172,7 @@ def _protocol(request: FVDRequest, loaded: Dict[int, FVDStats], paths: Tuple[Pat
     for index, stats in loaded.items():
         if stats.metadata.get("protocol") != request.protocol:
             raise I3DConvertError(f"stats were computed with protocol {stats.metadata.get('protocol')!r}, "
-                                  f"not protocol={request.protocol}", paths[index])
+                                  f"not {{arg}}={request.protocol}", paths[index], argument="protocol")
     return request.protocol
 
 

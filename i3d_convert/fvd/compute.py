@@ -2,38 +2,32 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 
 from i3d_convert._version import __version__
-from i3d_convert.errors import I3DConvertError
-from i3d_convert.fvd.network import FVD_RELEASE, fvd_i3d
+from i3d_convert.errors import I3DConvertError, PathLike
+from i3d_convert.fvd.network import fvd_i3d
+from i3d_convert.weights.releases import FVD_RELEASE
 
 from .inputs import check_videos, to_0_255
 from .protocols import Protocol, get_protocol
 from .stats import FVDStats, frechet_distance
 
-PathLike = Union[str, "os.PathLike[str]"]
-
 
 def weights_identity(model: torch.nn.Module, verified: bool) -> Dict[str, Any]:
-    """``{"sha256": of the state_dict (sorted names, float32 bytes), "verified_against": "rgb_scratch" | None}``."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode() + b"\0")
-        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return {"sha256": digest.hexdigest(), "verified_against": f"{FVD_RELEASE} crc32c" if verified else None}
+    """``{"sha256": of the state_dict (:func:`~i3d_convert.weights.registry.state_dict_sha256`),
+    "verified_against": "rgb_scratch crc32c" | None}`` of a model :func:`fvd_i3d` built."""
+    return {"sha256": model.weights_sha256, "verified_against": f"{FVD_RELEASE} crc32c" if verified else None}
 
 
 class FVDFeatures:
     """The FVD network under one protocol: ``extractor(videos [N, T, H, W, 3] on [0, 255]) -> [N, 400] float32``.
 
-    ``weights``: any source :func:`~i3d_convert.fvd.network.load_fvd_arrays` reads (``None``:
-    the cache); checked against ``rgb_scratch``'s crc32c unless ``verify=False``. ``compile_pools``:
+    ``weights``: any source :func:`~i3d_convert.fvd.network.fvd_i3d` reads (``None``:
+    the cache); checked to be ``rgb_scratch``'s tensors unless ``verify=False``. ``compile_pools``:
     :meth:`~i3d_convert.models.i3d.InceptionI3d.compile_max_pools` (the same bits; speed only).
     """
 
@@ -41,7 +35,7 @@ class FVDFeatures:
                  device: "str | torch.device" = "cpu", batch_size: int = 8, verify: bool = True,
                  compile_pools: bool = False) -> None:
         if batch_size < 1:
-            raise I3DConvertError(f"batch_size must be >= 1, got {batch_size}")
+            raise I3DConvertError(f"{{arg}} must be >= 1, got {batch_size}", argument="batch_size")
         self.protocol = get_protocol(protocol)
         self.device = torch.device(device)
         self.batch_size = batch_size

@@ -10,18 +10,16 @@ decoded with :mod:`i3d_convert.io.video_decode` at their native frame rate and r
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from i3d_convert.errors import I3DConvertError
+from i3d_convert.errors import I3DConvertError, PathLike
 
 from .protocols import MIN_FRAMES
 
-PathLike = Union[str, "os.PathLike[str]"]
 ARRAY_SUFFIXES = (".npy", ".npz")
 #: Declarable value ranges and the map of each onto [0, 255].
 INPUT_RANGES = {"0-255": (0.0, 255.0), "0-1": (0.0, 1.0), "-1-1": (-1.0, 1.0)}
@@ -43,7 +41,7 @@ def detect_range(videos: np.ndarray, where: str = "videos") -> str:
         return "-1-1"
     if low >= 0.0 and high <= 1.0:
         raise I3DConvertError(f"{where}: values in [{low:g}, {high:g}] fit [0, 1], [-1, 1] and [0, 255]; "
-                              "pass input_range='0-1', '-1-1' or '0-255'")
+                              "pass {arg}='0-1', '-1-1' or '0-255'", argument="input_range")
     raise I3DConvertError(f"{where}: values in [{low:g}, {high:g}] fit none of [0, 255], [0, 1], [-1, 1]")
 
 
@@ -104,11 +102,11 @@ class ClipOptions:
 
     def __post_init__(self) -> None:
         if self.clip not in CLIP_MODES:
-            raise I3DConvertError(f"clip must be one of {', '.join(CLIP_MODES)}, got {self.clip!r}")
+            raise I3DConvertError(f"{{arg}} must be one of {', '.join(CLIP_MODES)}, got {self.clip!r}", argument="clip")
         if self.frames is not None and self.frames < 1:
-            raise I3DConvertError(f"frames must be >= 1, got {self.frames}")
+            raise I3DConvertError(f"{{arg}} must be >= 1, got {self.frames}", argument="frames")
         if self.num_videos is not None and self.num_videos < 1:
-            raise I3DConvertError(f"num_videos must be >= 1, got {self.num_videos}")
+            raise I3DConvertError(f"{{arg}} must be >= 1, got {self.num_videos}", argument="num_videos")
 
 
 def select_clips(video: np.ndarray, index: int, options: ClipOptions, where: str) -> np.ndarray:
@@ -143,8 +141,8 @@ class VideoSet:
             from i3d_convert.dataset.sources import list_sources
 
             if input_range not in (None, "0-255"):
-                raise I3DConvertError(f"video files are decoded to uint8 [0, 255]; input_range={input_range!r} "
-                                      "applies only to arrays", self.source)
+                raise I3DConvertError(f"video files are decoded to uint8 [0, 255]; {{arg}}={input_range!r} "
+                                      "applies only to arrays", self.source, argument="input_range")
             self._files = list_sources(self.source)
 
     def __len__(self) -> int:

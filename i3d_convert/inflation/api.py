@@ -5,7 +5,7 @@ Pipeline, one pure function per step::
     source file --read_slim / read_torchvision--> {source tensor name: array}      (sources.py)
         --slim_to_2d / torchvision_to_2d--> Weights2D   (I3D's names, 2D kernels, gamma folded)
         --inflate_weights--> {I3D TF name: 5-D array}   (recipe.py; temporal kernels from architecture.py)
-        --names.tf1.tf_to_torch_arrays--> InceptionI3d state_dict (strict, 230 tensors)
+        --conversion.tf_layout.tf_to_torch_arrays--> InceptionI3d state_dict (strict, 230 tensors)
 
 ``timm:NAME`` sources: any 2D CNN built from plain conv/bn/pool layers, inflated
 module by module with :func:`i3d_convert.inflation.modules.inflate_module`.
@@ -25,7 +25,8 @@ import torch
 
 from i3d_convert._version import __version__
 from i3d_convert import architecture as arch
-from i3d_convert.conversion.tf_to_torch import load_state_dict_file, sha256_of_files
+from i3d_convert.conversion.sources import load_state_dict_file
+from i3d_convert.conversion.tf_to_torch import sha256_of_files
 from i3d_convert.errors import I3DConvertError, MappingError
 from i3d_convert.inflation.modules import TimeKernels, inflate_module, temporal_plan
 from i3d_convert.inflation.recipe import InflationOptions, check_mode, inflate_weights, time_kernels
@@ -33,7 +34,8 @@ from i3d_convert.inflation.sources import (
     SOURCE_FORMATS, TIMM_PREFIX, Weights2D, detect_source_format, read_slim, read_torchvision, slim_to_2d,
     torchvision_to_2d,
 )
-from i3d_convert.names.tf1 import mapping_table, tf_to_torch_arrays
+from i3d_convert.conversion.tf_layout import tf_to_torch_arrays
+from i3d_convert.names.tf1 import mapping_table
 
 # --------------------------------------------------------------------------- public API
 

@@ -69,7 +69,7 @@ def adapt_stem_channels(kernel_2d: np.ndarray, in_channels: int) -> np.ndarray:
     """
     kernel_2d = np.asarray(kernel_2d)
     if in_channels < 1:
-        raise I3DConvertError(f"in_channels must be >= 1, got {in_channels}")
+        raise I3DConvertError(f"{{arg}} must be >= 1, got {in_channels}", argument="in_channels")
     if in_channels == kernel_2d.shape[2]:
         return kernel_2d
     total = kernel_2d.astype(np.float64).sum(axis=2, keepdims=True) / in_channels
@@ -84,7 +84,7 @@ def new_logits(num_classes: int, seed: int = 0, in_features: int = LOGITS_IN) ->
     beyond two standard deviations redrawn. Drawn with ``numpy.random.default_rng(seed)``.
     """
     if num_classes < 1:
-        raise I3DConvertError(f"num_classes must be >= 1, got {num_classes}")
+        raise I3DConvertError(f"{{arg}} must be >= 1, got {num_classes}", argument="num_classes")
     rng = np.random.default_rng(seed)
     values = rng.standard_normal((in_features, num_classes))
     while True:
@@ -157,7 +157,7 @@ def inflate_weights(weights: Weights2D, options: Optional[InflationOptions] = No
     source_imagenet = weights.num_classes - (1 if weights.background_class else 0)
     target = source_imagenet if num_classes is None else int(num_classes)
     if target < 1:
-        raise I3DConvertError(f"num_classes must be >= 1, got {target}")
+        raise I3DConvertError(f"{{arg}} must be >= 1, got {target}", argument="num_classes")
     kernels = time_kernels(in_channels, target)
     logits_path = f"{arch.LOGITS_NAME}/{arch.LOGITS_CONV_NAME}"
     w_name, b_name = f"{logits_path}/{CONV_W}", f"{logits_path}/{CONV_B}"

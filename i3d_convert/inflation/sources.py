@@ -272,7 +272,7 @@ def read_slim(path: "str | os.PathLike[str]") -> Tuple[Dict[str, np.ndarray], st
 
 def read_torchvision(path: "str | os.PathLike[str]") -> Dict[str, np.ndarray]:
     """A ``.pth``/``.pt`` (``torch.load(weights_only=True)``) or ``.safetensors`` state_dict as numpy arrays."""
-    from i3d_convert.conversion.tf_to_torch import load_state_dict_file
+    from i3d_convert.conversion.sources import load_state_dict_file
 
     return {k: v.detach().cpu().numpy() for k, v in load_state_dict_file(path).items()}
 

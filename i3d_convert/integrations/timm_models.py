@@ -57,7 +57,7 @@ from i3d_convert import architecture as arch
 from i3d_convert.conversion.weights import LOGITS_BIAS, LOGITS_WEIGHT, STEM_WEIGHT, load_into, load_weights
 from i3d_convert.weights.factory import cached_release_weights, converted_path
 from i3d_convert.models.i3d import InceptionI3d, Unit3D
-from i3d_convert.conversion.releases import RELEASES, load_labels
+from i3d_convert.weights.releases import RELEASES, load_labels
 
 ARCHITECTURE = "i3d_inception_v1"
 #: Release names, which are also the pretrained tags; the first is the default.
@@ -125,11 +125,9 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: TimmInce
     channel sums the pretrained ones; more repeat them, scaled by
     ``pretrained / wanted`` channels, so a constant input gives the same result.
     """
-    state = OrderedDict(state_dict)
-    if "logits.conv3d.weight" in state:
-        from i3d_convert.names.layouts import from_layout
+    from i3d_convert.names.layouts import detect_layout, from_layout
 
-        state = from_layout(state, "piergiaj")
+    state = from_layout(OrderedDict(state_dict), detect_layout(state_dict))
     stem = state.get(STEM_WEIGHT)
     if stem is not None and stem.shape[1] != model.in_channels:
         base, wanted = stem.shape[1], model.in_channels

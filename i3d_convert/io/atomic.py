@@ -96,7 +96,7 @@ def check_output_path(path: "str | os.PathLike[str]", overwrite: bool = False,
     if _is_an_input(path, inputs):
         raise I3DConvertError("output would overwrite one of this command's own inputs", path)
     if path.exists() and not overwrite:
-        raise OutputExistsError("output exists; pass overwrite=True to replace it", path)
+        raise OutputExistsError("output exists; pass {arg}=True to replace it", path, argument="overwrite")
     if path.parent.exists() and not path.parent.is_dir():
         raise I3DConvertError("output folder is a file, not a folder", path.parent)
     if not path.parent.is_dir():
@@ -147,12 +147,20 @@ def atomic_output(path: "str | os.PathLike[str]", overwrite: bool = False,
             yield tmp
             if not tmp.exists():
                 raise I3DConvertError("nothing was written", path)
+            if tmp.is_file():  # writers that create 0600 files (safetensors): follow the umask like any other
+                os.chmod(tmp, 0o666 & ~_umask())
             _move_into_place(tmp, path, overwrite)
         except OSError as exc:
             raise I3DConvertError(f"cannot write ({exc.strerror or exc})", path) from exc
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it; set back at once
+    os.umask(mask)
+    return mask
 
 
 def _move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
@@ -162,10 +170,10 @@ def _move_into_place(tmp: Path, path: Path, overwrite: bool) -> None:
     try:
         os.link(tmp, path)
     except FileExistsError:
-        raise OutputExistsError("output exists; pass overwrite=True to replace it", path) from None
+        raise OutputExistsError("output exists; pass {arg}=True to replace it", path, argument="overwrite") from None
     except OSError as exc:  # file systems without hard links
         if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
             raise
         if path.exists():
-            raise OutputExistsError("output exists; pass overwrite=True to replace it", path) from None
+            raise OutputExistsError("output exists; pass {arg}=True to replace it", path, argument="overwrite") from None
         os.replace(tmp, path)

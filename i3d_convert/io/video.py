@@ -63,9 +63,9 @@ def read_frames(path: "str | os.PathLike[str]", frames: Optional[int] = None,
     """
     path = Path(path)
     if frames is not None and frames < 1:
-        raise I3DConvertError(f"frames must be at least 1, got {frames}", path)
+        raise I3DConvertError(f"{{arg}} must be at least 1, got {frames}", path, argument="frames")
     if size is not None and size < 1:
-        raise I3DConvertError(f"size must be at least 1, got {size}", path)
+        raise I3DConvertError(f"{{arg}} must be at least 1, got {size}", path, argument="size")
     image = _open_image(path)
     out: List[np.ndarray] = []
     try:
@@ -90,7 +90,8 @@ def read_frames(path: "str | os.PathLike[str]", frames: Optional[int] = None,
         raise I3DConvertError(f"cannot decode frame {len(out)} ({type(exc).__name__}: {exc})", path) from None
     shapes = {f.shape for f in out}
     if len(shapes) != 1:
-        raise I3DConvertError(f"frames differ in size: {sorted(shapes)}; pass size= to resize them", path)
+        raise I3DConvertError(f"frames differ in size: {sorted(shapes)}; pass {{arg}}= to resize them", path,
+                              argument="size")
     return np.stack(out)
 
 

@@ -23,11 +23,11 @@ import os
 import re
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Callable, Iterator, List, Optional, Union
+from typing import Any, Callable, Iterator, List, Optional
 
 import numpy as np
 
-from i3d_convert.errors import I3DConvertError
+from i3d_convert.errors import I3DConvertError, PathLike
 from i3d_convert.io.video_options import DecodeOptions
 from i3d_convert.io.video_resize import resize_and_crop, to_model_range
 from i3d_convert.io.video_timing import _as_fraction, _Resampler, resample_indices
@@ -35,7 +35,6 @@ from i3d_convert.io.video_timing import _as_fraction, _Resampler, resample_indic
 __all__ = ["DecodeError", "DecodeOptions", "VideoInfo", "probe", "decode", "iter_frames",
            "resample_indices", "resize_and_crop", "to_model_range"]
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 # Files whose extension is listed here go through Pillow; everything else through PyAV.
 _PIL_EXTS = {".gif", ".png", ".apng", ".webp", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}

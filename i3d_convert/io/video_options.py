@@ -51,7 +51,7 @@ class DecodeOptions:
 
     def __post_init__(self) -> None:
         if self.fps is not None and not self.fps > 0:
-            raise I3DConvertError(f"fps must be > 0 or None, got {self.fps!r}")
+            raise I3DConvertError(f"{{arg}} must be > 0 or None, got {self.fps!r}", argument="fps")
         for name, allowed in (("sampling", ("ffmpeg", "mediapipe")), ("resize_mode", ("deepmind", "none")),
                               ("resize_method", ("pil", "linear"))):
             if getattr(self, name) not in allowed:

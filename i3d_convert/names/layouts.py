@@ -9,7 +9,7 @@ branches are ``b0, b1a, b1b, b2a, b2b, b3b`` and its classifier is ``logits``.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Dict, Mapping
+from typing import Callable, Dict, Mapping, Optional, Tuple
 
 import torch
 
@@ -27,6 +27,33 @@ _PIERGIAJ_BRANCHES = {
 }
 
 
+#: Each layout's (stem kernel, classifier kernel) keys: what tells the layouts apart and gives the shape.
+LAYOUT_KEYS: Dict[str, Tuple[str, str]] = {
+    "native": ("Conv3d_1a_7x7.conv.weight", f"{arch.LOGITS_NAME}.{arch.LOGITS_CONV_NAME}.conv.weight"),
+    "piergiaj": ("Conv3d_1a_7x7.conv3d.weight", "logits.conv3d.weight"),
+}
+
+
+def detect_layout(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """``"piergiaj"`` when the state_dict has piergiaj/pytorch-i3d's keys, else ``"native"``."""
+    return "piergiaj" if any(key in state_dict for key in LAYOUT_KEYS["piergiaj"]) else "native"
+
+
+def weights_shape(state_dict: Mapping[str, torch.Tensor], path: Optional[str] = None, layout: str = "native",
+                  require_classifier: bool = False) -> Tuple[int, int]:
+    """``(in_channels, num_classes)`` of an I3D state_dict in ``layout`` (num_classes 0 without a classifier,
+    an error if ``require_classifier``): the stem kernel ``[64, in_channels, 7, 7, 7]`` and the classifier
+    kernel ``[num_classes, 1024, 1, 1, 1]``. The one place the package reads them off a state_dict."""
+    stem_key, logits_key = LAYOUT_KEYS[layout]
+    stem, logits = state_dict.get(stem_key), state_dict.get(logits_key)
+    where = "" if layout == "native" else f" in the {layout} layout"
+    if stem is None or len(stem.shape) != 5:
+        raise MappingError(f"not an I3D state_dict{where}: no 5-D {stem_key!r}", path)
+    if logits is None and require_classifier:
+        raise MappingError(f"not an I3D state_dict{where}: no classifier {logits_key!r}", path)
+    return int(stem.shape[1]), (int(logits.shape[0]) if logits is not None else 0)
+
+
 def piergiaj_unit_name(path: str) -> str:
     """DeepMind unit path -> piergiaj module path (``Mixed_3b/Branch_1/Conv3d_0b_3x3`` -> ``Mixed_3b.b1b``)."""
     if path == f"{arch.LOGITS_NAME}/{arch.LOGITS_CONV_NAME}":
@@ -39,8 +66,7 @@ def piergiaj_unit_name(path: str) -> str:
 
 def native_to_piergiaj(state_dict: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
     """Keys and extra tensors that load strictly into piergiaj's ``InceptionI3d``."""
-    in_channels = state_dict["Conv3d_1a_7x7.conv.weight"].shape[1]
-    num_classes = state_dict[f"{arch.LOGITS_NAME}.{arch.LOGITS_CONV_NAME}.conv.weight"].shape[0]
+    in_channels, num_classes = weights_shape(state_dict, require_classifier=True)
     out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     used = set()
     for unit in arch.iter_conv_units(in_channels, num_classes):
@@ -67,11 +93,7 @@ def native_to_piergiaj(state_dict: Mapping[str, torch.Tensor]) -> "OrderedDict[s
 def piergiaj_to_native(state_dict: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
     """The inverse. A batch-norm scale that is not all ones is folded exactly into the
     conv kernel and the running mean (``g*(conv(x,w)-m)/s == (conv(x,g*w)-g*m)/s``)."""
-    try:
-        in_channels = state_dict["Conv3d_1a_7x7.conv3d.weight"].shape[1]
-        num_classes = state_dict["logits.conv3d.weight"].shape[0]
-    except KeyError as exc:
-        raise MappingError(f"not a piergiaj I3D state_dict: missing {exc.args[0]!r}") from None
+    in_channels, num_classes = weights_shape(state_dict, layout="piergiaj", require_classifier=True)
     out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
     used = set()
 

@@ -19,7 +19,7 @@ and listed.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -28,7 +28,17 @@ from i3d_convert import architecture as arch
 from i3d_convert.errors import MappingError
 
 #: Scope prefixes of the released checkpoints (kin600 has none).
-KNOWN_SCOPES: Tuple[str, ...] = ("RGB/inception_i3d/", "Flow/inception_i3d/", "inception_i3d/", "")
+#: DeepMind's variable scopes of the RGB and flow streams (the Kinetics-600 release has none).
+RGB_SCOPE = "RGB/inception_i3d/"
+FLOW_SCOPE = "Flow/inception_i3d/"
+KNOWN_SCOPES: Tuple[str, ...] = (RGB_SCOPE, FLOW_SCOPE, "inception_i3d/", "")
+
+
+def deepmind_scope(in_channels: int, num_classes: int) -> str:
+    """The scope DeepMind's release of this kind uses: none for Kinetics-600, else by stream."""
+    if num_classes == arch.NUM_CLASSES_600:
+        return ""
+    return FLOW_SCOPE if in_channels == arch.FLOW_CHANNELS else RGB_SCOPE
 
 #: Variables that are not model weights: optimizer slots and training bookkeeping.
 SKIP_PATTERNS: Tuple[Tuple[str, "re.Pattern[str]"], ...] = (
@@ -101,18 +111,6 @@ def detect_scope(names: List[str], path: Optional[str] = None) -> str:
     return scope
 
 
-@dataclass
-class MappedCheckpoint:
-    """The result of :func:`tf_to_torch_arrays`: arrays keyed and laid out for PyTorch."""
-
-    arrays: Dict[str, np.ndarray]  # torch key -> array in PyTorch layout (a view where possible)
-    scope: str
-    in_channels: int
-    num_classes: int
-    skipped: Dict[str, str] = field(default_factory=dict)  # TF name -> reason
-    sources: Dict[str, str] = field(default_factory=dict)  # torch key -> TF name
-
-
 def infer_channels(arrays: Mapping[str, np.ndarray], scope: str, path: Optional[str] = None) -> Tuple[int, int]:
     """(in_channels, num_classes) read off the stem and logits kernels."""
     stem = arrays[f"{scope}Conv3d_1a_7x7/{arch.TF_CONV_SCOPE}/w"]
@@ -127,98 +125,3 @@ def infer_channels(arrays: Mapping[str, np.ndarray], scope: str, path: Optional[
     return int(stem.shape[3]), int(logits.shape[4])
 
 
-def _to_torch_layout(array: np.ndarray, rule: TensorRule, name: str, path: Optional[str]) -> np.ndarray:
-    if rule.kind == CONV_WEIGHT:
-        if array.ndim != 5:
-            raise MappingError(f"variable {name!r} has shape {list(array.shape)}, expected a 5-D conv kernel", path)
-        out = array.transpose(4, 3, 0, 1, 2)
-    else:
-        # kin600 stores batch-norm vectors as [1,1,1,1,C]; only leading 1s may be dropped.
-        if array.ndim == 0 or any(d != 1 for d in array.shape[:-1]):
-            raise MappingError(f"variable {name!r} has shape {list(array.shape)}, expected [C] or [1,...,1,C]", path)
-        out = array.reshape(array.shape[-1])
-    if tuple(out.shape) != rule.torch_shape:
-        raise MappingError(
-            f"variable {name!r} has shape {list(array.shape)}, which does not fit {rule.torch_key} "
-            f"{list(rule.torch_shape)}",
-            path,
-        )
-    return out
-
-
-def tf_to_torch_arrays(
-    arrays: Mapping[str, np.ndarray],
-    *,
-    path: Optional[str] = None,
-    expected_in_channels: Optional[int] = None,
-    expected_num_classes: Optional[int] = None,
-) -> MappedCheckpoint:
-    """Map DeepMind TF1 checkpoint arrays onto :class:`~i3d_convert.models.i3d.InceptionI3d` keys.
-
-    ``arrays`` is ``{tf name: array}`` as a reader returns it (any scope). The
-    returned arrays are in PyTorch layout (conv kernels transposed views, not
-    copies). Raises :class:`MappingError` naming the variable for unknown,
-    missing or misshapen variables.
-    """
-    names = sorted(arrays)
-    skipped = {n: r for n in names if (r := skip_reason(n)) is not None}
-    scope = detect_scope(names, path)
-    in_channels, num_classes = infer_channels(arrays, scope, path)
-    for label, expected, got in (("input channels", expected_in_channels, in_channels),
-                                 ("classes", expected_num_classes, num_classes)):
-        if expected is not None and expected != got:
-            raise MappingError(f"checkpoint has {got} {label}, expected {expected}", path)
-    table = mapping_table(in_channels, num_classes)
-    out: Dict[str, np.ndarray] = {}
-    sources: Dict[str, str] = {}
-    for name in names:
-        if name in skipped:
-            continue
-        if not name.startswith(scope):
-            raise MappingError(f"variable {name!r} is outside the model scope {scope!r}", path)
-        rule = table.get(name[len(scope):])
-        if rule is None:
-            raise MappingError(f"unknown variable {name!r}: it has no place in InceptionI3d", path)
-        out[rule.torch_key] = _to_torch_layout(arrays[name], rule, name, path)
-        sources[rule.torch_key] = name
-    missing = [scope + suffix for suffix, rule in table.items() if rule.torch_key not in out]
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise MappingError(f"missing variable {missing[0]!r}{more}", path)
-    return MappedCheckpoint(out, scope, in_channels, num_classes, skipped, sources)
-
-
-def torch_to_tf_arrays(
-    state_dict: Mapping[str, "np.ndarray"],
-    *,
-    scope: str = "RGB/inception_i3d/",
-    bn_shape_5d: bool = False,
-    path: Optional[str] = None,
-) -> Dict[str, np.ndarray]:
-    """The inverse mapping: native state_dict (as numpy arrays) -> ``{tf name: array}``.
-
-    ``bn_shape_5d`` writes batch-norm vectors as ``[1,1,1,1,C]`` (the kin600
-    layout). Strict in the same way as :func:`tf_to_torch_arrays`.
-    """
-    stem = np.asarray(state_dict.get("Conv3d_1a_7x7.conv.weight"))
-    logits = np.asarray(state_dict.get(f"{arch.LOGITS_NAME}.{arch.LOGITS_CONV_NAME}.conv.weight"))
-    if stem.ndim != 5 or logits.ndim != 5:
-        raise MappingError("state_dict lacks the 5-D stem or logits conv weight", path)
-    table = mapping_table(int(stem.shape[1]), int(logits.shape[0]))
-    by_key = {rule.torch_key: rule for rule in table.values()}
-    unknown = sorted(set(state_dict) - set(by_key))
-    if unknown:
-        raise MappingError(f"unknown state_dict key {unknown[0]!r}: it has no TensorFlow name", path)
-    out: Dict[str, np.ndarray] = {}
-    for key, rule in by_key.items():
-        if key not in state_dict:
-            raise MappingError(f"missing state_dict key {key!r}", path)
-        array = np.asarray(state_dict[key])
-        if tuple(array.shape) != rule.torch_shape:
-            raise MappingError(f"{key!r} has shape {list(array.shape)}, expected {list(rule.torch_shape)}", path)
-        if rule.kind == CONV_WEIGHT:
-            array = array.transpose(2, 3, 4, 1, 0)
-        elif rule.kind == BN_VECTOR and bn_shape_5d:
-            array = array.reshape(1, 1, 1, 1, -1)
-        out[scope + rule.tf_suffix] = np.ascontiguousarray(array)
-    return out

@@ -175,7 +175,7 @@ def detect_root(names: Sequence[str], path: Optional[str] = None) -> str:
 
 @dataclass
 class Tf2Translation:
-    """TF1-named arrays for :func:`i3d_convert.names.tf1.tf_to_torch_arrays`, plus provenance."""
+    """TF1-named arrays for :func:`i3d_convert.conversion.tf_layout.tf_to_torch_arrays`, plus provenance."""
 
     arrays: Dict[str, np.ndarray]  # TF1 name (scope TRANSLATED_SCOPE) -> array
     root: str

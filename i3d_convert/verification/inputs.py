@@ -24,21 +24,21 @@ def load_input(clip: Optional[PathLike], in_channels: int, frames: Optional[int]
                seed: int = DEFAULT_SEED) -> Tuple[np.ndarray, Dict[str, Any]]:
     """The clip both sides run on, ``[1, T, H, W, C]`` float64 NTHWC in [-1, 1], and its description.
 
-    ``clip`` None: the seeded random clip of :func:`i3d_convert.conversion.synthetic.random_clip`
+    ``clip`` None: the seeded random clip of :func:`i3d_convert.weights.synthetic.random_clip`
     (``frames`` frames, default 16, 224x224). A ``.npy`` file: an NTHWC/THWC
     float array in [-1, 1] (first clip; first ``frames`` frames if given). Any
     other file: a video/GIF read by :func:`i3d_convert.io.video.load_video`
     (resized and centre-cropped to 224, ``u8 / 255 * 2 - 1`` as DeepMind's sample).
     """
     if frames is not None and frames < 1:
-        raise I3DConvertError(f"frames must be at least 1, got {frames}")
+        raise I3DConvertError(f"{{arg}} must be at least 1, got {frames}", argument="frames")
     if clip is None:
-        from i3d_convert.conversion.synthetic import random_clip
+        from i3d_convert.weights.synthetic import random_clip
 
         t = DEFAULT_FRAMES if frames is None else frames
         x = random_clip((1, in_channels, t, arch.INPUT_SIZE, arch.INPUT_SIZE), seed=seed, dtype=torch.float64)
         array = ncthw_to_nthwc(x.numpy())
-        info = {"source": f"seeded random clip (i3d_convert.conversion.synthetic.random_clip, seed {seed})"}
+        info = {"source": f"seeded random clip (i3d_convert.weights.synthetic.random_clip, seed {seed})"}
     else:
         from i3d_convert.io.clips import load_clips
 

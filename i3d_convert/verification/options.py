@@ -96,7 +96,7 @@ class VerifyOptions:
             if value is not None and not (np.isfinite(value) and value > 0):
                 raise I3DConvertError(f"{label} must be a positive number, got {value}")
         if self.frames is not None and self.frames < 1:
-            raise I3DConvertError(f"frames must be at least 1, got {self.frames}")
+            raise I3DConvertError(f"{{arg}} must be at least 1, got {self.frames}", argument="frames")
 
 
 __all__ = ["DEFAULT_FRAMES", "DEFAULT_SEED", "DTYPES", "PAD_MODES", "VERIFY_LAYOUTS", "VerifyOptions"]

@@ -123,7 +123,7 @@ def plot_report(report: VerifyReport, path: PathLike) -> Path:
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".") or "png"
     if fmt not in ("png", "svg", "pdf"):
-        raise I3DConvertError("plot must be .png, .svg or .pdf", path)
+        raise I3DConvertError("{arg} must be .png, .svg or .pdf", path, argument="plot")
     tiny = 1e-18  # log scale: exact zeros drawn at this level
 
     def loggable(value: float) -> float:  # not comparable (inf) -> not drawn

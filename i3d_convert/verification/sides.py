@@ -47,14 +47,10 @@ class TensorFlowSide:
 
 
 def state_dict_classes(state: Mapping[str, torch.Tensor], layout: str, source: str) -> Tuple[int, int]:
-    """``(in_channels, num_classes)`` of an I3D state_dict in ``layout``; ``source`` names it in errors."""
-    stem, logits = {
-        "native": ("Conv3d_1a_7x7.conv.weight", f"{arch.LOGITS_NAME}.{arch.LOGITS_CONV_NAME}.conv.weight"),
-        "piergiaj": ("Conv3d_1a_7x7.conv3d.weight", "logits.conv3d.weight"),
-    }[layout]
-    if stem not in state or logits not in state:
-        raise MappingError(f"not an I3D state_dict in the {layout} layout: missing {stem!r} or {logits!r}", source)
-    return int(state[stem].shape[1]), int(state[logits].shape[0])
+    """``(in_channels, num_classes)`` of an I3D state_dict in ``layout`` (classifier required)."""
+    from i3d_convert.names.layouts import weights_shape
+
+    return weights_shape(state, source, layout, require_classifier=True)
 
 
 def build_torch_model(state: Mapping[str, torch.Tensor], layout: str, bn_eps: float, pad: str,
@@ -124,12 +120,11 @@ class TorchTF32:
 def reference_from_state(state: Mapping[str, torch.Tensor], layout: str) -> Dict[str, np.ndarray]:
     """TF1-named variables of a state_dict, under the scope DeepMind's release of that kind uses."""
     from i3d_convert.names.layouts import from_layout
-    from i3d_convert.names.tf1 import torch_to_tf_arrays
+    from i3d_convert.conversion.tf_layout import torch_to_tf_arrays
+    from i3d_convert.names.tf1 import deepmind_scope
 
     native = from_layout(state, layout)
-    in_channels, num_classes = state_dict_classes(native, "native", "state_dict")
-    scope = ("" if num_classes == arch.NUM_CLASSES_600 else
-             "Flow/inception_i3d/" if in_channels == arch.FLOW_CHANNELS else "RGB/inception_i3d/")
+    scope = deepmind_scope(*state_dict_classes(native, "native", "state_dict"))
     return torch_to_tf_arrays({k: v.detach().cpu().numpy() for k, v in native.items()}, scope=scope)
 
 

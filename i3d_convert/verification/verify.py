@@ -108,12 +108,13 @@ def _load_weights(checkpoint: Optional[PathLike], options: VerifyOptions, tmp: P
                   watch: _Stopwatch) -> _Weights:
     """The PyTorch state_dict (converted or ``torch_weights``) and TensorFlow's variables (its own reader)."""
     from i3d_convert.conversion.sources import check_finite
-    from i3d_convert.conversion.tf_to_torch import convert_checkpoint, load_state_dict_file
+    from i3d_convert.conversion.tf_to_torch import convert_checkpoint
+    from i3d_convert.conversion.sources import load_state_dict_file
     from i3d_convert.reference.tf_checkpoint import reference_variables
 
     if checkpoint is None and options.torch_weights is None:
         with watch.step("synthetic_checkpoint"):
-            from i3d_convert.conversion.synthetic import write_synthetic_checkpoint
+            from i3d_convert.weights.synthetic import write_synthetic_checkpoint
 
             checkpoint = write_synthetic_checkpoint(tmp / DEMO_RELEASE, DEMO_RELEASE, options.seed)
         label = f"built-in synthetic checkpoint ({DEMO_RELEASE} names and shapes, seed {options.seed})"
@@ -228,7 +229,7 @@ def verify(checkpoint: Optional[PathLike] = None, *, options: Optional[VerifyOpt
 
 def run_verification(checkpoint: Optional[PathLike], options: VerifyOptions) -> VerifyReport:
     """:func:`verify` with its settings in one :class:`VerifyOptions`."""
-    from i3d_convert.conversion.releases import load_labels
+    from i3d_convert.weights.releases import load_labels
     from i3d_convert.device import resolve_device
 
     watch = _Stopwatch()

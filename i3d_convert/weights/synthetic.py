@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 import numpy as np
 import torch
 
 from i3d_convert import architecture as arch
-from i3d_convert.names.tf1 import mapping_table, torch_to_tf_arrays
+from i3d_convert.conversion.tf_layout import torch_to_tf_arrays
 from i3d_convert.models.i3d import BatchNormNoScale, InceptionI3d
-from i3d_convert.conversion.releases import RELEASES, Release, release_index_path
+from i3d_convert.weights.releases import RELEASES, release_index_path
 from i3d_convert.io.checkpoint_reader import list_variables
 from i3d_convert.io.bundle_writer import write_checkpoint
 
