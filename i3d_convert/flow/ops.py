@@ -210,18 +210,14 @@ def centered_gradient(src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 
 def forward_gradient(src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """tvl1flow.cpp ``forwardGradient``: ``s[x+1] - s[x]``, 0 on the last column / row."""
-    dx = torch.zeros_like(src)
-    dy = torch.zeros_like(src)
-    dx[:, :, :-1] = src[:, :, 1:] - src[:, :, :-1]
-    dy[:, :-1] = src[:, 1:] - src[:, :-1]
+    dx = F.pad(torch.diff(src, dim=2), (0, 1))
+    dy = F.pad(torch.diff(src, dim=1), (0, 0, 0, 1))
     return dx, dy
 
 
 def divergence(v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
     """tvl1flow.cpp ``divergence``: backward differences ``(v1[x] - v1[x-1]) + (v2[y] - v2[y-1])``,
     with the sample before the first column / row taken as 0."""
-    v1x = v1.clone()
-    v1x[:, :, 1:] = v1[:, :, 1:] - v1[:, :, :-1]
-    v2y = v2.clone()
-    v2y[:, 1:] = v2[:, 1:] - v2[:, :-1]
+    v1x = torch.diff(v1, dim=2, prepend=torch.zeros_like(v1[:, :, :1]))
+    v2y = torch.diff(v2, dim=1, prepend=torch.zeros_like(v2[:, :1]))
     return v1x + v2y
