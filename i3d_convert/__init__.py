@@ -28,6 +28,7 @@ from i3d_convert.conversion.tf_to_torch import convert, convert_checkpoint, conv
 from i3d_convert.inflation.api import inflate  # noqa: E402
 from i3d_convert.verification.verify import verify  # noqa: E402
 from i3d_convert.weights.factory import i3d  # noqa: E402
+from i3d_convert.flow.backends import tvl1_flow  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -42,4 +43,5 @@ __all__ = [
     "inflate",
     "verify",
     "i3d",
+    "tvl1_flow",
 ]

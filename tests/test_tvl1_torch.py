@@ -280,3 +280,91 @@ def test_cuda_flow_equals_cpu_flow() -> None:
     gpu = tvl1_flow_batch(t[:1], t[1:]).cpu().numpy()
     e = _epe(gpu[0], cpu[0])
     assert e.mean() < 1e-3 and np.percentile(e, 99.9) < 0.1  # same float32 steps; only reduction order differs
+
+
+# ----------------------------------------------------------------- public API, recipe and CLI
+def test_public_tvl1_flow_backends_agree_and_batching_changes_nothing() -> None:
+    import i3d_convert
+
+    a, _ = textured_pair(32, 40, shift=(0.6, 0.3), seed=12)
+    b = np.roll(a[1], 1, axis=0)
+    frames = np.stack([a[0], a[1], b])  # 3 frames: 2 pairs
+    rgb = np.repeat(frames[..., None], 3, axis=-1)
+    p = F.TVL1Params(nscales=2, warps=2)
+    whole = i3d_convert.tvl1_flow(rgb, p, backend="torch", device="cpu")
+    assert whole.shape == (2, 32, 40, 2) and whole.dtype == np.float32
+    np.testing.assert_array_equal(i3d_convert.tvl1_flow(rgb, p, backend="torch", batch_size=1), whole)
+    np.testing.assert_array_equal(i3d_convert.tvl1_flow(torch.from_numpy(frames), p, backend="torch"), whole)
+    if hasattr(cv2, "optflow"):
+        ref = i3d_convert.tvl1_flow(frames, p, backend="opencv")
+        np.testing.assert_array_equal(ref, i3d_convert.tvl1_flow(frames, p))  # CPU default: OpenCV
+        assert _epe(whole, ref).mean() < MAX_MEAN_EPE
+
+
+def test_backend_choice_and_bad_backend() -> None:
+    from i3d_convert.errors import I3DConvertError
+    from i3d_convert.flow.backends import default_backend, tvl1_flow
+
+    assert default_backend("cpu") == "opencv" and default_backend(None) == "opencv"
+    assert default_backend("cuda:0") == "torch"
+    frames = np.zeros((2, 16, 16), np.uint8)
+    with pytest.raises(I3DConvertError, match="flow backend"):
+        tvl1_flow(frames, backend="cuda")
+    with pytest.raises(I3DConvertError, match="at least 2 frames"):
+        tvl1_flow(frames[:1], backend="torch")
+
+
+def test_feature_settings_record_the_torch_backend_and_keep_opencv_keys() -> None:
+    from i3d_convert.dataset.recipe import FeatureSettings, flow_input
+    from i3d_convert.errors import I3DConvertError
+
+    opencv, torch_backend = FeatureSettings(stream="flow"), FeatureSettings(stream="flow", flow_backend="torch")
+    assert "flow_backend" not in opencv.describe() and torch_backend.describe()["flow_backend"] == "torch"
+    assert opencv.key() != torch_backend.key()
+    with pytest.raises(I3DConvertError, match="flow backend"):
+        FeatureSettings(flow_backend="gpu")
+    frames = np.repeat(np.stack([a for a in textured_pair(24, 32, shift=(1.0, 0.0), seed=13)[0]])[..., None], 3, -1)
+    got = flow_input(frames, F.TVL1Params(nscales=1), "torch")
+    assert got.shape == (1, 24, 32, 2) and np.abs(got).max() <= 1
+    if hasattr(cv2, "optflow"):
+        assert np.abs(got - flow_input(frames, F.TVL1Params(nscales=1), "opencv")).max() < 1e-5
+
+
+def test_cli_features_refuses_an_unknown_flow_backend(cli, tmp_path) -> None:
+    code, out, err = cli("features", str(tmp_path / "missing.npy"), "-o", str(tmp_path / "o.npy"),
+                         "--stream", "flow", "--flow-backend", "gpu")
+    assert code != 0 and "flow backend" in err and "gpu" in err and "Traceback" not in err
+    assert not (tmp_path / "o.npy").exists()
+
+
+def test_cli_features_flow_stream_runs_the_torch_backend_end_to_end(cli, synthetic_checkpoint, tmp_path) -> None:
+    """``features --stream flow --flow-backend torch`` on a folder: the torch flow reaches the model,
+    and its features agree with the OpenCV backend's (synthetic calibrated flow weights)."""
+    from i3d_convert.conversion.tf_to_torch import convert_to_file
+    from i3d_convert.dataset.features import extract_features
+    from i3d_convert.dataset.recipe import flow_input
+    from i3d_convert.io.video_decode import DecodeOptions, decode
+    from i3d_convert.io.video_write import write_test_video
+    from i3d_convert.verification.metrics import difference
+    from i3d_convert.weights.factory import i3d
+
+    base, _ = textured_pair(40, 60, seed=14)
+    frames = np.stack([np.roll(base[0], (k // 3, k), axis=(0, 1)) for k in range(10)])
+    (tmp_path / "videos").mkdir()
+    write_test_video(tmp_path / "videos" / "clip.mp4", np.repeat(frames[..., None], 3, -1), fps=25)
+    weights = tmp_path / "flow.safetensors"
+    convert_to_file(synthetic_checkpoint("flow_imagenet"), weights)
+    code, _, err = cli("features", str(tmp_path / "videos"), "-o", str(tmp_path / "out"), "--stream", "flow",
+                       "--flow-backend", "torch", "--flow-weights", str(weights), "--resize", "0", "--crop", "32",
+                       "--window", "9", "--device", "cpu", "--workers", "0", "--quiet")
+    assert code == 0, err
+    got = np.load(tmp_path / "out" / "clip.mp4.npy")
+    decoded = decode(tmp_path / "videos" / "clip.mp4", DecodeOptions(fps=25, resize_shorter=None, crop=32))
+    model = i3d("flow_imagenet", weights=str(weights))
+    by_torch = extract_features(model, flow_input(decoded, F.TVL1Params(), "torch"), window=9).features
+    assert difference(got, by_torch).rel_l2 <= 1e-6
+    if hasattr(cv2, "optflow"):
+        by_opencv = extract_features(model, flow_input(decoded, F.TVL1Params(), "opencv"), window=9).features
+        # measured 0.0038 on this 32x32 crop, where the frame border is most of the image
+        # (224x224 GIF pairs: docs/features.md)
+        assert difference(got, by_opencv).rel_l2 <= 1e-2

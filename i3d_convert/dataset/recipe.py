@@ -20,7 +20,8 @@ from typing import Optional
 import numpy as np
 
 from i3d_convert.errors import I3DConvertError
-from i3d_convert.flow.tvl1 import TVL1Params, flow_to_input, tvl1_flow
+from i3d_convert.flow.backends import BACKENDS, tvl1_flow
+from i3d_convert.flow.tvl1 import TVL1Params, flow_to_input
 from i3d_convert.dataset.sources import VideoSource
 from i3d_convert.io.video_decode import DecodeError, DecodeOptions, decode
 
@@ -38,7 +39,8 @@ def _json_value(name: str, value):
 class FeatureSettings:
     """Everything that decides a video's features (recorded in the manifest; a change recomputes).
 
-    ``decode``: frame rate, resize and crop; ``flow``: the TV-L1 parameters.
+    ``decode``: frame rate, resize and crop; ``flow``: the TV-L1 parameters; ``flow_backend``:
+    ``opencv`` (the reference) or ``torch`` (the PyTorch port, on the CPU of the decoding worker).
     """
 
     stream: str = "rgb"
@@ -48,6 +50,7 @@ class FeatureSettings:
     batch_size: int = 4
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     flow: TVL1Params = field(default_factory=TVL1Params)
+    flow_backend: str = "opencv"
 
     def __post_init__(self) -> None:
         from i3d_convert.dataset.features import FEATURE_ENDPOINTS
@@ -62,6 +65,8 @@ class FeatureSettings:
             raise I3DConvertError(f"stride must be at least 1, got {self.stride}")
         if self.batch_size < 1:
             raise I3DConvertError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.flow_backend not in BACKENDS:
+            raise I3DConvertError(f"flow backend must be one of {', '.join(BACKENDS)}, got {self.flow_backend!r}")
 
     @property
     def streams(self) -> tuple:
@@ -74,6 +79,8 @@ class FeatureSettings:
                "decode": {k: _json_value(k, v) for k, v in asdict(self.decode).items()}}
         if "flow" in self.streams:
             out["flow"] = asdict(self.flow)
+            if self.flow_backend != "opencv":  # OpenCV's records keep their key
+                out["flow_backend"] = self.flow_backend
         return out
 
     def key(self) -> str:
@@ -110,11 +117,11 @@ def rgb_input(frames: np.ndarray) -> np.ndarray:
     return frames.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
 
 
-def flow_input(frames: np.ndarray, params: TVL1Params) -> np.ndarray:
+def flow_input(frames: np.ndarray, params: TVL1Params, backend: str = "opencv") -> np.ndarray:
     """uint8 ``[T, H, W, 3]`` -> TV-L1 flow input ``[T - 1, H, W, 2]`` in [-1, 1] (field ``t``: frame ``t`` to ``t + 1``)."""
     if frames.shape[0] < 2:
         raise I3DConvertError(f"flow needs at least 2 frames, the video has {frames.shape[0]}")
-    return flow_to_input(tvl1_flow(frames, params))
+    return flow_to_input(tvl1_flow(frames, params, backend=backend))
 
 
 def prepare_video(index: int, source: VideoSource, settings: FeatureSettings) -> PreparedVideo:
@@ -136,7 +143,7 @@ def prepare_video(index: int, source: VideoSource, settings: FeatureSettings) ->
         if "rgb" in settings.streams:
             prepared.rgb = rgb_input(frames[:usable])
         if "flow" in settings.streams:
-            prepared.flow = flow_input(frames, settings.flow)
+            prepared.flow = flow_input(frames, settings.flow, settings.flow_backend)
     except (DecodeError, I3DConvertError, OSError) as exc:
         prepared.error = " ".join(str(exc).split())
         prepared.rgb = prepared.flow = None
