@@ -31,6 +31,7 @@ from i3d_convert.inflation.api import inflate  # noqa: E402
 from i3d_convert.verification.verify import verify  # noqa: E402
 from i3d_convert.weights.factory import i3d  # noqa: E402
 from i3d_convert.weights.registry import WEIGHTS  # noqa: E402
+from i3d_convert.flow.backends import tvl1_flow  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -45,4 +46,5 @@ __all__ = [
     "verify",
     "WEIGHTS",
     "i3d",
+    "tvl1_flow",
 ]

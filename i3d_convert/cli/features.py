@@ -131,6 +131,8 @@ def features(
     frames: Optional[int] = typer.Option(None, "--frames", help="Videos: use at most the first N frames (after --fps)."),
     output_format: str = typer.Option("auto", "--format", help="Folder outputs: auto (npy; safetensors for both), npy, safetensors."),
     device: str = typer.Option("auto", "--device", help="auto (cuda:LOCAL_RANK if present, else cpu), cpu or cuda."),
+    flow_backend: str = typer.Option("opencv", "--flow-backend",
+                                     help="TV-L1: opencv (reference, faster on the CPU) or torch (its PyTorch port)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader processes decoding videos and computing flow while the model runs (default: CPU 0 for RGB, one per core up to 4 with flow; GPU half the cores up to 4)."),
     fail_fast: bool = typer.Option(False, "--fail-fast/--no-fail-fast", help="Stop at the first video that fails."),
     checkpoint_seconds: float = typer.Option(300.0, "--checkpoint-seconds",
@@ -151,7 +153,7 @@ def features(
             raise I3DConvertError("give --stride or --feature-rate, not both")
         stride = stride_for_rate(decode.fps, feature_rate)
     settings = FeatureSettings(stream=stream, endpoint=endpoint, window=window, stride=stride,
-                               batch_size=batch_size, decode=decode, crops=crops)
+                               batch_size=batch_size, decode=decode, crops=crops, flow_backend=flow_backend)
     if not _is_dataset_run(source, output) or source.suffix.lower() == ".npy":
         from i3d_convert.cli.features_single import SingleRun, run_single
 

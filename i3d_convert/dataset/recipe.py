@@ -21,7 +21,8 @@ import numpy as np
 
 from i3d_convert.dataset.crops import crop_count
 from i3d_convert.errors import I3DConvertError
-from i3d_convert.flow.tvl1 import TVL1Params, flow_to_input, tvl1_flow
+from i3d_convert.flow.backends import BACKENDS, tvl1_flow
+from i3d_convert.flow.tvl1 import TVL1Params, flow_to_input
 from i3d_convert.io.video_decode import DecodeOptions
 
 STREAMS = ("rgb", "flow", "both")
@@ -38,8 +39,10 @@ def _json_value(name: str, value):
 class FeatureSettings:
     """Everything that decides a video's features (recorded in the manifest; a change recomputes).
 
-    ``decode``: frame rate, resize and crop; ``flow``: the TV-L1 parameters; ``crops``: ``center``,
-    ``five`` or ``ten`` crops of the resized frame per window (:mod:`~i3d_convert.dataset.crops`).
+    ``decode``: frame rate, resize and crop; ``flow``: the TV-L1 parameters; ``flow_backend``:
+    ``opencv`` (the reference) or ``torch`` (the PyTorch port, on the CPU of the decoding worker);
+    ``crops``: ``center``, ``five`` or ``ten`` crops of the resized frame per window
+    (:mod:`~i3d_convert.dataset.crops`).
     """
 
     stream: str = "rgb"
@@ -50,6 +53,7 @@ class FeatureSettings:
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     flow: TVL1Params = field(default_factory=TVL1Params)
     crops: str = "center"
+    flow_backend: str = "opencv"
 
     def __post_init__(self) -> None:
         from i3d_convert.dataset.features import FEATURE_ENDPOINTS
@@ -67,6 +71,8 @@ class FeatureSettings:
         crop_count(self.crops)
         if self.crops != "center" and (self.decode.crop is None or self.decode.resize_mode != "deepmind"):
             raise I3DConvertError(f"{self.crops} crops need a crop size (--crop) of the resized frame")
+        if self.flow_backend not in BACKENDS:
+            raise I3DConvertError(f"flow backend must be one of {', '.join(BACKENDS)}, got {self.flow_backend!r}")
 
     @property
     def streams(self) -> tuple:
@@ -79,6 +85,8 @@ class FeatureSettings:
                "decode": {k: _json_value(k, v) for k, v in asdict(self.decode).items()}}
         if "flow" in self.streams:
             out["flow"] = asdict(self.flow)
+            if self.flow_backend != "opencv":  # OpenCV's records keep their key
+                out["flow_backend"] = self.flow_backend
         if self.crops != "center":  # absent for centre crops: outputs made before crops existed stay current
             out["crops"] = self.crops
         return out
@@ -103,11 +111,11 @@ def rgb_input(frames: np.ndarray) -> np.ndarray:
     return frames.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
 
 
-def flow_input(frames: np.ndarray, params: TVL1Params) -> np.ndarray:
+def flow_input(frames: np.ndarray, params: TVL1Params, backend: str = "opencv") -> np.ndarray:
     """uint8 ``[T, H, W, 3]`` -> TV-L1 flow input ``[T - 1, H, W, 2]`` in [-1, 1] (field ``t``: frame ``t`` to ``t + 1``)."""
     if frames.shape[0] < 2:
         raise I3DConvertError(f"flow needs at least 2 frames, the video has {frames.shape[0]}")
-    return flow_to_input(tvl1_flow(frames, params))
+    return flow_to_input(tvl1_flow(frames, params, backend=backend))
 
 
 def stride_for_rate(fps: Optional[float], features_per_second: float) -> int:

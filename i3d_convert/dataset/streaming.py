@@ -107,7 +107,7 @@ class VideoWindows:
             missing = [t for t in range(start, stop) if t not in self._fields]
             if missing:  # consecutive: earlier fields of this window were kept from the previous one
                 frames = np.stack([self._frames[t] for t in range(missing[0], stop + 1)], axis=1)
-                fields = np.stack([flow_input(crop, self.settings.flow) for crop in frames], axis=1)
+                fields = np.stack([flow_input(crop, self.settings.flow, self.settings.flow_backend) for crop in frames], axis=1)
                 self._fields.update(zip(missing, fields))
             out["flow"] = np.stack([self._fields[t] for t in range(start, stop)], axis=1)
         return out

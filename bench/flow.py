@@ -1,0 +1,185 @@
+"""Benchmark and parity of the two TV-L1 backends: OpenCV's DualTVL1 and its PyTorch port.
+
+Modes (each prints one JSON line per measurement, after a header naming the machine and load):
+
+* ``--accuracy``: the torch port against ``cv2.optflow`` with OpenCV's default parameters on every
+  frame pair of DeepMind's sample GIF (gray, 224x224; ``--pairs N`` for the first N) and on textured
+  224x224 pairs with known sub-pixel translation, rotation and zoom: mean and 99.9th percentile
+  end-point error (EPE) to OpenCV, each backend's mean EPE to the true flow, OpenCV's own floor
+  (its flow moved when 1 % of the input pixels change by one float32 ulp), and the flow stream's
+  ``pool`` features of the two flows (synthetic calibrated weights): relative L2.
+* ``--speed``: pairs/s at 224x224 and 256x340 (``--sizes``), OpenCV with 1 and 2 threads and the
+  torch port at batch 1..32 on the CPU (``--batches``; eager, and ``--compiled``), and on CUDA
+  when present (batch 1 and 32).
+
+    python bench/flow.py --accuracy            # all 78 pairs
+    python bench/flow.py --accuracy --every 5  # pairs 0, 5, .., 75
+    python bench/flow.py --speed --batches 1,8,32 --compiled
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import describe, machine_info  # noqa: E402
+
+from i3d_convert.flow import tvl1  # noqa: E402
+from i3d_convert.flow.synthetic import textured_pair  # noqa: E402
+from i3d_convert.flow.tvl1_torch import tvl1_flow_batch  # noqa: E402
+
+GIF = Path(__file__).resolve().parent.parent / "tests" / "data" / "kinetics-i3d" / "v_CricketShot_g04_c01_rgb.gif"
+MOTIONS = {"translation": dict(shift=(1.37, -0.61)), "rotation": dict(angle_deg=2.0),
+           "zoom": dict(zoom=1.03), "mixed": dict(shift=(0.4, 0.7), angle_deg=-1.5, zoom=0.98)}
+
+
+def gif_gray() -> np.ndarray:
+    from PIL import Image, ImageSequence
+
+    with Image.open(GIF) as im:
+        rgb = np.stack([np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im)])
+    return tvl1.to_gray(rgb)
+
+
+def epe(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sqrt(((a.astype(np.float64) - b) ** 2).sum(-1))
+
+
+def torch_pairs(gray: np.ndarray, batch: int, device: str = "cpu", compile: bool = False) -> np.ndarray:
+    t = torch.from_numpy(gray)
+    out = []
+    for s in range(0, len(gray) - 1, batch):
+        chunk = t[s:min(s + batch, len(gray) - 1) + 1].to(device)
+        out.append(tvl1_flow_batch(chunk[:-1], chunk[1:], compile=compile).cpu().numpy())
+    return np.concatenate(out)
+
+
+def opencv_floor(prev: np.ndarray, nxt: np.ndarray, algo) -> np.ndarray:
+    """OpenCV's flow of ``prev`` with 1 % of its pixels one float32 ulp higher, minus its flow of the input."""
+    x0 = prev.astype(np.float32)
+    hit = np.random.default_rng(1).random(x0.shape) < 0.01
+    x0[hit] = np.nextafter(x0[hit], np.float32(1e9))
+    moved = algo.calc(x0 / np.float32(255), nxt.astype(np.float32) / np.float32(255), None)
+    return epe(moved, algo.calc(prev, nxt, None))
+
+
+def summary(e: np.ndarray) -> dict:
+    return {"mean_epe": round(float(e.mean()), 5), "p99_9_epe": round(float(np.percentile(e, 99.9)), 4),
+            "max_epe": round(float(e.max()), 3)}
+
+
+def pool_rel_l2(flow_a: np.ndarray, flow_b: np.ndarray) -> float:
+    from i3d_convert.conversion.synthetic import write_synthetic_checkpoint
+    from i3d_convert.conversion.tf_to_torch import convert_to_file
+    from i3d_convert.dataset.features import extract_features
+    from i3d_convert.verification.metrics import difference
+    from i3d_convert.weights.factory import i3d
+
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "flow.safetensors"
+        convert_to_file(write_synthetic_checkpoint(Path(tmp) / "ckpt", "flow_imagenet"), weights)
+        model = i3d("flow_imagenet", weights=str(weights))
+        feats = [extract_features(model, tvl1.flow_to_input(f), window=len(f)).features for f in (flow_a, flow_b)]
+    return float(difference(feats[0], feats[1]).rel_l2)
+
+
+def accuracy(pairs: int, every: int, batch: int) -> None:
+    algo = tvl1.TVL1Params().create()
+    gray = gif_gray()
+    starts = list(range(0, min(pairs, len(gray) - 1), every))
+    ref = np.stack([algo.calc(gray[t], gray[t + 1], None) for t in starts])
+    t = torch.from_numpy(gray)
+    ours = np.concatenate([tvl1_flow_batch(t[starts[s:s + batch]], t[[k + 1 for k in starts[s:s + batch]]]).numpy()
+                           for s in range(0, len(starts), batch)])
+    e = epe(ours, ref)
+    floor = np.stack([opencv_floor(gray[t], gray[t + 1], algo) for t in starts])
+    per_pair = e.reshape(len(e), -1)
+    print(json.dumps({"set": "gif", "pairs": starts, "torch_vs_opencv": summary(e),
+                      "worst_pair_mean_epe": round(float(per_pair.mean(1).max()), 5),
+                      "opencv_1ulp_floor": summary(floor),
+                      "pool_rel_l2_torch_vs_opencv": pool_rel_l2(ours, ref)}), flush=True)
+    for name, motion in MOTIONS.items():
+        frames, truth = textured_pair(224, 224, seed=len(name), **motion)
+        ref = algo.calc(frames[0], frames[1], None)
+        ours = torch_pairs(frames, 1)[0]
+        inner = (slice(8, -8), slice(8, -8))
+        to_truth = {k: float(epe(f, truth)[inner].mean()) for k, f in (("opencv", ref), ("torch", ours))}
+        print(json.dumps({"set": name, "torch_vs_opencv": summary(epe(ours, ref)),
+                          "opencv_1ulp_floor": summary(opencv_floor(frames[0], frames[1], algo)),
+                          "mean_epe_to_truth": {k: round(v, 5) for k, v in to_truth.items()},
+                          "torch_over_opencv_to_truth": round(to_truth["torch"] / to_truth["opencv"], 4)}), flush=True)
+
+
+def timed(fn, warmup=None) -> float:
+    if warmup is not None:
+        warmup()  # compilation, allocations, lazy imports
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def speed(sizes, batches, threads: int, compiled: bool) -> None:
+    import cv2
+
+    torch.set_num_threads(threads)
+    for h, w in sizes:
+        most = max(batches)
+        gray = np.stack([textured_pair(h, w, shift=(0.7 * k, 0.3 * k), seed=k)[0][1] for k in range(most + 1)])
+        warm = gray[:2]
+        ocv = gray[: min(most, 4) + 1]
+        for n in (1, 2):
+            cv2.setNumThreads(n)
+            dt = timed(lambda: tvl1.tvl1_flow(ocv))
+            print(json.dumps({"size": f"{h}x{w}", "backend": "opencv", "cv2_threads": n,
+                              "pairs_per_s": round((len(ocv) - 1) / dt, 3)}), flush=True)
+        cv2.setNumThreads(1)
+        dt = timed(lambda: tvl1.tvl1_flow(ocv, workers=2))
+        print(json.dumps({"size": f"{h}x{w}", "backend": "opencv", "cv2_threads": 1, "pair_threads": 2,
+                          "pairs_per_s": round((len(ocv) - 1) / dt, 3)}), flush=True)
+        for mode in ("eager", "compiled") if compiled else ("eager",):
+            for b in batches:
+                frames = gray[: b + 1]
+                # warm-up on the same batch shape: the compiled loop specialises batch 1
+                dt = timed(lambda: torch_pairs(frames, b, compile=mode == "compiled"),
+                           warmup=lambda: torch_pairs(frames, b, compile=mode == "compiled"))
+                print(json.dumps({"size": f"{h}x{w}", "backend": "torch", "mode": mode, "device": "cpu",
+                                  "torch_threads": threads, "batch": b, "pairs_per_s": round(b / dt, 3)}), flush=True)
+        if torch.cuda.is_available():
+            big = np.concatenate([gray] * -(-33 // len(gray)))[:33]
+            for b in (1, 32):
+                dt = timed(lambda: (torch_pairs(big[: b + 1], b, "cuda"), torch.cuda.synchronize()),
+                           warmup=lambda: torch_pairs(warm, 1, "cuda"))
+                print(json.dumps({"size": f"{h}x{w}", "backend": "torch", "device": torch.cuda.get_device_name(),
+                                  "batch": b, "pairs_per_s": round(b / dt, 2)}), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--accuracy", action="store_true")
+    ap.add_argument("--speed", action="store_true")
+    ap.add_argument("--pairs", type=int, default=78, help="accuracy: GIF pairs (the first N)")
+    ap.add_argument("--every", type=int, default=1, help="accuracy: every K-th of those pairs")
+    ap.add_argument("--batch", type=int, default=8, help="accuracy: torch batch")
+    ap.add_argument("--batches", default="1,8,32")
+    ap.add_argument("--sizes", default="224x224,256x340")
+    ap.add_argument("--threads", type=int, default=2, help="speed: torch threads")
+    ap.add_argument("--compiled", action="store_true", help="speed: also the torch.compile'd inner iteration")
+    args = ap.parse_args()
+    print("#", describe(machine_info(torch.get_num_threads())), flush=True)
+    if args.accuracy:
+        accuracy(args.pairs, args.every, args.batch)
+    if args.speed:
+        sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+        speed(sizes, [int(b) for b in args.batches.split(",")], args.threads, args.compiled)
+
+
+if __name__ == "__main__":
+    main()

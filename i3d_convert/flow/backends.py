@@ -1,0 +1,82 @@
+"""TV-L1 flow of a frame sequence on a chosen backend: OpenCV (reference) or the PyTorch port.
+
+``torch``: :func:`i3d_convert.flow.tvl1_torch.tvl1_flow_batch`, batched over frame pairs, on any
+device. ``opencv``: ``cv2.optflow.DualTVL1OpticalFlow`` pair by pair (:func:`tvl1.tvl1_flow`).
+The default is the faster of the two on the device in use, as measured by bench/flow.py
+(docs/benchmarks.md): OpenCV on the CPU, the torch port on CUDA.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from i3d_convert.errors import I3DConvertError
+from i3d_convert.flow import tvl1
+from i3d_convert.flow.tvl1 import TVL1Params
+
+__all__ = ["BACKENDS", "default_backend", "tvl1_flow"]
+
+BACKENDS = ("torch", "opencv")
+
+#: Frame pairs per torch batch when ``batch_size`` is not given (CPU; CUDA sizes by memory).
+CPU_BATCH = 8
+#: Bytes of device memory one 1-pixel pair needs at the finest level (about 40 float32 buffers).
+_BYTES_PER_PIXEL = 40 * 4
+
+
+def default_backend(device: Union[str, torch.device, None] = None) -> str:
+    """``"torch"`` on a CUDA device, ``"opencv"`` on the CPU (faster there: docs/benchmarks.md)."""
+    return "torch" if device is not None and torch.device(device).type == "cuda" else "opencv"
+
+
+def _batch_for(device: torch.device, height: int, width: int) -> int:
+    if device.type != "cuda":
+        return CPU_BATCH
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(256, int(0.5 * free) // (_BYTES_PER_PIXEL * height * width)))
+
+
+def tvl1_flow(frames: Union[np.ndarray, torch.Tensor], params: Optional[TVL1Params] = None,
+              backend: Optional[str] = None, device: Union[str, torch.device, None] = None,
+              batch_size: Optional[int] = None) -> np.ndarray:
+    """TV-L1 optical flow between consecutive frames (DeepMind's kinetics-i3d flow).
+
+    Args:
+        frames: uint8 ``[T, H, W]`` gray or ``[T, H, W, 3]`` RGB (numpy or a CPU tensor), ``T >= 2``.
+        params: OpenCV's parameters (default :class:`TVL1Params()`, OpenCV's defaults).
+        backend: ``"torch"`` or ``"opencv"``; ``None`` picks :func:`default_backend` for ``device``.
+        device: torch backend only: where the flow runs (default CPU).
+        batch_size: torch backend only: pairs per batch (default 8 on the CPU; on CUDA as many as
+            half the free memory holds).
+
+    Returns:
+        float32 ``[T - 1, H, W, 2]`` in pixels: channel 0 = x (+ right), 1 = y (+ down); field
+        ``t`` is the flow from frame ``t`` to frame ``t + 1``.
+    """
+    backend = backend or default_backend(device)
+    if backend not in BACKENDS:
+        raise I3DConvertError(f"flow backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if isinstance(frames, torch.Tensor):
+        frames = frames.cpu().numpy()
+    if backend == "opencv":
+        return tvl1.tvl1_flow(frames, params)
+    from i3d_convert.flow.tvl1_torch import tvl1_flow_batch
+
+    gray = tvl1.to_gray(frames)
+    if gray.shape[0] < 2:
+        raise I3DConvertError(f"flow needs at least 2 frames, got {gray.shape[0]}")
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    pairs = gray.shape[0] - 1
+    step = batch_size or _batch_for(dev, gray.shape[1], gray.shape[2])
+    if step < 1:
+        raise I3DConvertError(f"batch_size must be at least 1, got {batch_size}")
+    out = np.empty((pairs,) + gray.shape[1:] + (2,), dtype=np.float32)
+    frames_t = torch.from_numpy(gray)
+    for start in range(0, pairs, step):
+        stop = min(start + step, pairs)
+        chunk = frames_t[start:stop + 1].to(dev)
+        out[start:stop] = tvl1_flow_batch(chunk[:-1], chunk[1:], params).cpu().numpy()
+    return out
