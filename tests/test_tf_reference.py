@@ -476,19 +476,6 @@ def test_gpu_matches_cpu(rgb_vars):
         assert rel_l2(gpu32[name], cpu[name]) <= 1e-4, name
 
 
-def test_importing_the_package_first_makes_tensorflow_then_timm_safe():
-    """``import i3d_convert`` loads Triton before TensorFlow can: the user's later
-    ``import tensorflow; import timm`` then works instead of segfaulting."""
-    import subprocess
-    import sys
-
-    code = "import i3d_convert, tensorflow, timm, i3d_convert.integrations.timm_models; print('ok')"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.strip().endswith("ok")
-
-
 def test_timm_registration_after_tensorflow_is_a_clear_error_not_a_crash():
     import subprocess
     import sys
