@@ -58,7 +58,7 @@ from i3d_convert import InceptionI3d  # noqa: E402
 from i3d_convert.device import reuse_freed_memory  # noqa: E402
 from i3d_convert.weights.synthetic import calibrated_state_dict, random_clip  # noqa: E402
 from i3d_convert.models.ports import PiergiajI3D  # noqa: E402
-from i3d_convert.names.layouts import to_layout  # noqa: E402
+from i3d_convert.conversion.layouts import to_layout  # noqa: E402
 from i3d_convert.verification.metrics import difference, ncthw_to_nthwc  # noqa: E402
 
 MATMUL = "torch.mm 4096^2"

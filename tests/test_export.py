@@ -12,7 +12,7 @@ import torch
 from i3d_convert import convert
 from i3d_convert.errors import I3DConvertError, MappingError, OutputExistsError
 from i3d_convert.conversion.torch_to_tf import SCOPES, export_to_tf, output_files
-from i3d_convert.names.layouts import to_layout
+from i3d_convert.conversion.layouts import to_layout
 from i3d_convert.names.tf1 import skip_reason
 from i3d_convert.io.checkpoint_reader import load_tf_checkpoint
 

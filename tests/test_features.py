@@ -116,16 +116,21 @@ def test_logits_refuse_windows_too_small_before_any_work(weights):
                          window=9)
 
 
-def test_a_gif_is_resized_cropped_scaled_and_windowed(cli, weights, tmp_path):
+def _noise_gif(tmp_path, frames: int = 12):
     from PIL import Image
 
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)) for _ in range(frames)]
+    gif = tmp_path / "clip.gif"
+    images[0].save(gif, save_all=True, append_images=images[1:], duration=40, loop=0)
+    return gif
+
+
+def test_a_gif_is_resized_cropped_scaled_and_windowed(cli, weights, tmp_path):
     from i3d_convert.dataset.recipe import rgb_input
     from i3d_convert.io.video_decode import DecodeOptions, decode
 
-    rng = np.random.default_rng(0)
-    frames = [Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)) for _ in range(12)]
-    gif = tmp_path / "clip.gif"
-    frames[0].save(gif, save_all=True, append_images=frames[1:], duration=40, loop=0)
+    gif = _noise_gif(tmp_path)
     code, out, err = cli("features", gif, "-o", tmp_path / "gif.npy", "--resize", "32", "--crop", "32", "--fps",
                          "native", "--window", "8", "--stride", "4", "--weights", weights)
     assert code == 0, err
@@ -136,6 +141,16 @@ def test_a_gif_is_resized_cropped_scaled_and_windowed(cli, weights, tmp_path):
     model = i3d(weights=weights, final_endpoint="Mixed_5c")
     expected = extract_features(model, decoded, window=8, stride=4, batch_size=1).features
     assert_rows_close(got, expected)
+
+
+def test_a_videos_json_summary_lists_the_windows_the_features_were_computed_on(cli, weights, tmp_path):
+    gif = _noise_gif(tmp_path)  # 12 frames: windows of 8 every 3 frames start at 0 and 3 (6 + 8 > 12)
+    code, out, err = cli("features", gif, "-o", tmp_path / "gif.npy", "--resize", "32", "--crop", "32", "--fps",
+                         "native", "--window", "8", "--stride", "3", "--weights", weights, "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["windows"] == [[0, 0, 8], [0, 3, 11]]
+    assert summary["rows"] == np.load(tmp_path / "gif.npy").shape[0] == 2
 
 
 @pytest.mark.parametrize(

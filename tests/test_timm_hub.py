@@ -216,7 +216,7 @@ def test_i3d_builds_the_release_shape_and_loads_any_weights_format(converted):
 
 
 def test_i3d_reads_the_piergiaj_layout(converted, tmp_path):
-    from i3d_convert.names.layouts import to_layout
+    from i3d_convert.conversion.layouts import to_layout
 
     _, path = converted("rgb_imagenet")
     state = load_state_dict_file(path)

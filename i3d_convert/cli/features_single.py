@@ -59,9 +59,9 @@ def _video_features(run: SingleRun, dev):
     spec = run.weights if stream == "rgb" else run.flow_weights
     model = load_stream_model(stream, spec or (run.release if stream == "rgb" else None), run.settings.endpoint, dev,
                               allow_non_finite=run.allow_non_finite, compile_pools=run.compile_pools)
-    features = video_features({stream: model}, run.source, run.settings, dev)[stream]
-    stride = run.settings.stride or run.settings.window
-    windows = [[0, i * stride, i * stride + run.settings.window] for i in range(features.shape[0])]
+    result = video_features({stream: model}, run.source, run.settings, dev)
+    features = result.features[stream]
+    windows = [list(w) for w in result.windows]
     return features, windows, f"{features.shape[0]} windows ({stream}, {run.settings.crops} crops)"
 
 

@@ -13,6 +13,7 @@ import typer
 from i3d_convert import architecture as arch
 from i3d_convert.cli.common import CompilePools, JsonSummary, Overwrite
 from i3d_convert.errors import I3DConvertError
+from i3d_convert.fvd.compute import BATCH_SIZE
 from i3d_convert.fvd.protocols import PROTOCOLS
 
 _SOURCE_HELP = ("A stats file (.npz/.safetensors from fvd-stats), an array of videos [N, T, H, W, 3] (.npy/.npz), "
@@ -27,7 +28,7 @@ NUM_VIDEOS = typer.Option(None, "--num-videos", help="Use the first N videos (so
 PROTOCOL = typer.Option(None, "--protocol", help=f"{', '.join(PROTOCOLS)} (default reference; docs/fvd.md).")
 INPUT_RANGE = typer.Option(None, "--input-range", help="Value range of float arrays: 0-255, 0-1 or -1-1 (default: detected).")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu, cuda (this rank's GPU under torchrun) or cuda:N.")
-BATCH = typer.Option(8, "--batch-size", help="Videos per forward pass.")
+BATCH = typer.Option(BATCH_SIZE, "--batch-size", help="Videos per forward pass.")
 NO_CACHE = typer.Option(False, "--no-cache", help="Neither read nor write the content-keyed stats cache.")
 
 

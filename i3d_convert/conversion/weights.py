@@ -22,7 +22,8 @@ from i3d_convert.conversion.sources import (
 )
 from i3d_convert.errors import MappingError, PathLike
 from i3d_convert.models.i3d import InceptionI3d
-from i3d_convert.names.layouts import LAYOUT_KEYS, detect_layout, from_layout, weights_shape
+from i3d_convert.conversion.layouts import from_layout
+from i3d_convert.names.layouts import LAYOUT_KEYS, detect_layout, weights_shape
 
 STEM_WEIGHT, LOGITS_WEIGHT = LAYOUT_KEYS["native"]
 LOGITS_BIAS = f"{arch.LOGITS_NAME}.{arch.LOGITS_CONV_NAME}.conv.bias"

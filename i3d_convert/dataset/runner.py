@@ -159,16 +159,27 @@ class _InFlight:
     error: Optional[str] = None
 
 
+@dataclass
+class VideoFeatures:
+    """One video's features and the windows they were computed on: ``features`` ``{stream: [windows, ...]
+    float32}`` (``[windows, crops, ...]`` for five or ten crops, plus ``joint`` = rgb + flow for two-stream
+    Logits); ``windows`` one ``(0, start, stop)`` frame range per row (clip 0, as for a clip array)."""
+
+    features: Dict[str, np.ndarray]
+    windows: List[Tuple[int, int, int]]
+
+
 def video_features(models: Dict[str, StreamModel], source: PathLike, settings: FeatureSettings,
-                   device: torch.device) -> Dict[str, np.ndarray]:
-    """``{stream: [windows, ...] float32}`` of one video, streamed (``[windows, crops, ...]`` for
-    five or ten crops), plus ``joint`` = rgb + flow for two-stream Logits. Raises on a bad video."""
+                   device: torch.device) -> VideoFeatures:
+    """The :class:`VideoFeatures` of one video, streamed. Raises on a bad video."""
     nets = {s: m.model for s, m in models.items()}
     rows: Dict[str, List[np.ndarray]] = {}
+    windows: List[Tuple[int, int, int]] = []
     for batch in VideoWindows(source, settings):
         for stream, features in batch_features(nets, batch, settings, device, source).items():
             rows.setdefault(stream, []).append(features)
-    return _joined(rows, settings)
+        windows.extend((0, start, start + settings.window) for start in batch.starts)
+    return VideoFeatures(_joined(rows, settings), windows)
 
 
 def _joined(rows: Dict[str, List[np.ndarray]], settings: FeatureSettings) -> Dict[str, np.ndarray]:

@@ -16,6 +16,9 @@ from .inputs import check_videos, to_0_255
 from .protocols import Protocol, get_protocol
 from .stats import FVDStats, frechet_distance
 
+#: Videos per forward pass, the one default of every FVD entry point (library, stats runner, CLI).
+#: Only speed and memory depend on it; the features agree to float32 round-off across batch sizes.
+BATCH_SIZE = 8
 
 def weights_identity(model: torch.nn.Module, verified: bool) -> Dict[str, Any]:
     """``{"sha256": of the state_dict (:func:`~i3d_convert.weights.registry.state_dict_sha256`),
@@ -32,7 +35,7 @@ class FVDFeatures:
     """
 
     def __init__(self, protocol: "str | Protocol" = "reference", weights: Optional[PathLike] = None, *,
-                 device: "str | torch.device" = "cpu", batch_size: int = 8, verify: bool = True,
+                 device: "str | torch.device" = "cpu", batch_size: int = BATCH_SIZE, verify: bool = True,
                  compile_pools: bool = False) -> None:
         if batch_size < 1:
             raise I3DConvertError(f"{{arg}} must be >= 1, got {batch_size}", argument="batch_size")
@@ -101,7 +104,7 @@ def distance(stats_a: FVDStats, stats_b: FVDStats, protocol: "str | Protocol | N
 
 def fvd(videos_a: np.ndarray, videos_b: np.ndarray, protocol: "str | Protocol" = "reference",
         weights: Optional[PathLike] = None, *, input_range: Optional[str] = None,
-        device: "str | torch.device" = "cpu", batch_size: int = 8) -> float:
+        device: "str | torch.device" = "cpu", batch_size: int = BATCH_SIZE) -> float:
     """The FVD between two sets of videos ``[N, T, H, W, 3]`` (N >= 2, T >= 9), uint8 or float in
     ``input_range`` (``"0-255"``, ``"0-1"``, ``"-1-1"``; detected when None). Returns a Python float
     (for ``reference``: TF-GAN's float32 value)."""
@@ -116,7 +119,7 @@ class FVDMetric:
     ``reset()``, ``merge(other)`` (e.g. from another process). Videos as in :func:`fvd`."""
 
     def __init__(self, protocol: "str | Protocol" = "reference", weights: Optional[PathLike] = None, *,
-                 input_range: Optional[str] = None, device: "str | torch.device" = "cpu", batch_size: int = 8,
+                 input_range: Optional[str] = None, device: "str | torch.device" = "cpu", batch_size: int = BATCH_SIZE,
                  extractor: Optional[FVDFeatures] = None) -> None:
         self.extractor = extractor or FVDFeatures(protocol, weights, device=device, batch_size=batch_size)
         self.input_range = input_range

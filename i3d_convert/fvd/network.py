@@ -188,18 +188,4 @@ def preprocess_for_fvd(videos: "np.ndarray | torch.Tensor", *, resolution: int =
     return scaled.permute(0, 4, 1, 2, 3).contiguous(memory_format=torch.channels_last_3d)  # a view: NDHWC already
 
 
-@torch.inference_mode()
-def fvd_logits(model: "torch.nn.Module", videos: "np.ndarray | torch.Tensor", *, batch_size: int = 16,
-               resolution: int = FVD_RESOLUTION, value_max: float = FVD_INPUT_MAX) -> torch.Tensor:
-    """FVD features ``[N, 400]`` of ``[N, T, H, W, 3]`` videos: :func:`preprocess_for_fvd` then the model,
-    ``batch_size`` videos at a time (the reference code runs batches of 16)."""
-    parameter = next(model.parameters())
-    out = []
-    for start in range(0, len(videos), batch_size):
-        x = preprocess_for_fvd(videos[start:start + batch_size], resolution=resolution, value_max=value_max)
-        out.append(model(x.to(device=parameter.device, dtype=parameter.dtype)).float().cpu())
-    return torch.cat(out)
-
-
-__all__ = ["reference_crc32c", "compare_with_release", "fvd_weights_path", "fvd_i3d", "resize_bilinear_tf1", "preprocess_for_fvd",
-           "fvd_logits"]
+__all__ = ["reference_crc32c", "compare_with_release", "fvd_weights_path", "fvd_i3d", "resize_bilinear_tf1", "preprocess_for_fvd"]

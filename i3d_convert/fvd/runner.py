@@ -29,7 +29,7 @@ from i3d_convert import distributed
 
 from i3d_convert.weights.factory import source_sha256
 
-from .compute import FVDFeatures
+from .compute import BATCH_SIZE, FVDFeatures
 from .network import fvd_weights_path
 from .inputs import ClipOptions, VideoSet, select_clips
 from .protocols import get_protocol
@@ -50,7 +50,7 @@ class StatsJob:
     clips: ClipOptions = field(default_factory=ClipOptions)
     input_range: Optional[str] = None
     device: str = "auto"
-    batch_size: int = 8
+    batch_size: int = BATCH_SIZE
     cache: bool = True
     compile_pools: bool = False
     keep_features: bool = False

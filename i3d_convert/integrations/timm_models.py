@@ -125,7 +125,8 @@ def checkpoint_filter_fn(state_dict: Mapping[str, torch.Tensor], model: TimmInce
     channel sums the pretrained ones; more repeat them, scaled by
     ``pretrained / wanted`` channels, so a constant input gives the same result.
     """
-    from i3d_convert.names.layouts import detect_layout, from_layout
+    from i3d_convert.conversion.layouts import from_layout
+    from i3d_convert.names.layouts import detect_layout
 
     state = from_layout(OrderedDict(state_dict), detect_layout(state_dict))
     stem = state.get(STEM_WEIGHT)

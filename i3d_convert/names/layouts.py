@@ -1,15 +1,19 @@
-"""Other ports' state_dict layouts <-> the native one.
+"""Other ports' state_dict keys <-> the native ones; which layout a state_dict is in.
 
 ``piergiaj``: the widely used piergiaj/pytorch-i3d ``InceptionI3d``. Its units
 hold ``conv3d`` and a ``nn.BatchNorm3d`` named ``bn`` (with a ``weight``, the
-scale DeepMind's checkpoints do not have: written as ones), its inception
-branches are ``b0, b1a, b1b, b2a, b2b, b3b`` and its classifier is ``logits``.
+scale DeepMind's checkpoints do not have, and a ``num_batches_tracked``), its
+inception branches are ``b0, b1a, b1b, b2a, b2b, b3b`` and its classifier is
+``logits``.
+
+Names only: :func:`piergiaj_key_table` is the key table; the tensors are
+moved (and a batch-norm scale folded) by :mod:`i3d_convert.conversion.layouts`.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import Callable, Dict, Mapping, Optional, Tuple
+from dataclasses import dataclass
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import torch
 
@@ -24,6 +28,21 @@ _PIERGIAJ_BRANCHES = {
     "Branch_2/Conv3d_0b_3x3": "b2b",
     "Branch_2/Conv3d_0a_3x3": "b2b",  # Mixed_5b's name quirk
     "Branch_3/Conv3d_0b_1x1": "b3b",
+}
+
+# Roles of the tensors of one conv unit (the keys of UnitKeys' dicts).
+WEIGHT, BIAS = "weight", "bias"  # the conv kernel and bias
+BETA, MEAN, VAR = "beta", "mean", "var"  # the batch norm's offset and running statistics
+SCALE, STEPS = "scale", "steps"  # piergiaj only: BatchNorm3d's weight and num_batches_tracked
+#: role -> (native leaf, piergiaj leaf) below the unit's module; None: that layout has no such tensor.
+_LEAVES: Dict[str, Tuple[Optional[str], str]] = {
+    WEIGHT: ("conv.weight", "conv3d.weight"),
+    BIAS: ("conv.bias", "conv3d.bias"),
+    SCALE: (None, "bn.weight"),
+    BETA: ("bn.bias", "bn.bias"),
+    MEAN: ("bn.running_mean", "bn.running_mean"),
+    VAR: ("bn.running_var", "bn.running_var"),
+    STEPS: (None, "bn.num_batches_tracked"),
 }
 
 
@@ -64,89 +83,25 @@ def piergiaj_unit_name(path: str) -> str:
     return f"{block}.{_PIERGIAJ_BRANCHES[rest]}"
 
 
-def native_to_piergiaj(state_dict: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
-    """Keys and extra tensors that load strictly into piergiaj's ``InceptionI3d``."""
-    in_channels, num_classes = weights_shape(state_dict, require_classifier=True)
-    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
-    used = set()
+@dataclass(frozen=True)
+class UnitKeys:
+    """One conv unit's state_dict keys by role (WEIGHT, BIAS, BETA, ...), in each layout; a role the unit
+    (or the layout) lacks is absent."""
+
+    native: Dict[str, str]
+    piergiaj: Dict[str, str]
+
+
+def piergiaj_key_table(in_channels: int, num_classes: int) -> List[UnitKeys]:
+    """Every conv unit's native and piergiaj keys, in the network's order."""
+    table = []
     for unit in arch.iter_conv_units(in_channels, num_classes):
-        src, dst = unit.torch_prefix, piergiaj_unit_name(unit.path)
-        out[f"{dst}.conv3d.weight"] = state_dict[f"{src}.conv.weight"]
-        used.add(f"{src}.conv.weight")
-        if unit.bias:
-            out[f"{dst}.conv3d.bias"] = state_dict[f"{src}.conv.bias"]
-            used.add(f"{src}.conv.bias")
-        if unit.batch_norm:
-            beta = state_dict[f"{src}.bn.bias"]
-            out[f"{dst}.bn.weight"] = torch.ones_like(beta)
-            out[f"{dst}.bn.bias"] = beta
-            out[f"{dst}.bn.running_mean"] = state_dict[f"{src}.bn.running_mean"]
-            out[f"{dst}.bn.running_var"] = state_dict[f"{src}.bn.running_var"]
-            out[f"{dst}.bn.num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
-            used.update(f"{src}.bn.{k}" for k in ("bias", "running_mean", "running_var"))
-    extra = sorted(set(state_dict) - used)
-    if extra:
-        raise MappingError(f"state_dict key {extra[0]!r} has no place in the piergiaj layout")
-    return out
+        roles = [WEIGHT] + ([BIAS] if unit.bias else []) + ([SCALE, BETA, MEAN, VAR, STEPS] if unit.batch_norm else [])
+        native = {r: f"{unit.torch_prefix}.{_LEAVES[r][0]}" for r in roles if _LEAVES[r][0] is not None}
+        piergiaj = {r: f"{piergiaj_unit_name(unit.path)}.{_LEAVES[r][1]}" for r in roles}
+        table.append(UnitKeys(native, piergiaj))
+    return table
 
 
-def piergiaj_to_native(state_dict: Mapping[str, torch.Tensor]) -> "OrderedDict[str, torch.Tensor]":
-    """The inverse. A batch-norm scale that is not all ones is folded exactly into the
-    conv kernel and the running mean (``g*(conv(x,w)-m)/s == (conv(x,g*w)-g*m)/s``)."""
-    in_channels, num_classes = weights_shape(state_dict, layout="piergiaj", require_classifier=True)
-    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
-    used = set()
-
-    def take(key: str) -> torch.Tensor:
-        if key not in state_dict:
-            raise MappingError(f"piergiaj state_dict lacks {key!r}")
-        used.add(key)
-        return state_dict[key]
-
-    for unit in arch.iter_conv_units(in_channels, num_classes):
-        src, dst = piergiaj_unit_name(unit.path), unit.torch_prefix
-        weight = take(f"{src}.conv3d.weight")
-        if unit.bias:
-            out[f"{dst}.conv.bias"] = take(f"{src}.conv3d.bias")
-        if unit.batch_norm:
-            gamma = take(f"{src}.bn.weight")
-            mean = take(f"{src}.bn.running_mean")
-            if not torch.all(gamma == 1):
-                weight = weight * gamma.view(-1, 1, 1, 1, 1)
-                mean = mean * gamma
-            out[f"{dst}.bn.bias"] = take(f"{src}.bn.bias")
-            out[f"{dst}.bn.running_mean"] = mean
-            out[f"{dst}.bn.running_var"] = take(f"{src}.bn.running_var")
-            if f"{src}.bn.num_batches_tracked" in state_dict:
-                used.add(f"{src}.bn.num_batches_tracked")
-        out[f"{dst}.conv.weight"] = weight
-    extra = sorted(set(state_dict) - used)
-    if extra:
-        raise MappingError(f"unknown piergiaj key {extra[0]!r}")
-    return out
-
-
-LAYOUTS: Dict[str, Callable[[Mapping[str, torch.Tensor]], "OrderedDict[str, torch.Tensor]"]] = {
-    "piergiaj": native_to_piergiaj,
-}
-FROM_LAYOUTS = {"piergiaj": piergiaj_to_native}
-
-
-def _convert(state_dict: Mapping[str, torch.Tensor], layout: str,
-             converters: Mapping[str, Callable[[Mapping[str, torch.Tensor]], "OrderedDict[str, torch.Tensor]"]],
-             ) -> "OrderedDict[str, torch.Tensor]":
-    if layout == "native":
-        return OrderedDict(state_dict)
-    if layout not in converters:
-        raise MappingError(f"unknown layout {layout!r}; known: native, {', '.join(converters)}")
-    return converters[layout](state_dict)
-
-
-def to_layout(state_dict: Mapping[str, torch.Tensor], layout: str) -> "OrderedDict[str, torch.Tensor]":
-    """A native state_dict in ``layout``'s keys and shapes (``"native"``: unchanged)."""
-    return _convert(state_dict, layout, LAYOUTS)
-
-
-def from_layout(state_dict: Mapping[str, torch.Tensor], layout: str) -> "OrderedDict[str, torch.Tensor]":
-    """A state_dict in ``layout``'s keys and shapes as a native one (``"native"``: unchanged)."""
-    return _convert(state_dict, layout, FROM_LAYOUTS)
+__all__ = ["BETA", "BIAS", "LAYOUT_KEYS", "MEAN", "SCALE", "STEPS", "UnitKeys", "VAR", "WEIGHT", "detect_layout",
+           "piergiaj_key_table", "piergiaj_unit_name", "weights_shape"]

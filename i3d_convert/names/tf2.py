@@ -19,7 +19,8 @@ which has no variables).
 
 :func:`tf2_name_table` is the explicit table, one entry per TF2 variable name
 (built from :mod:`i3d_convert.architecture`, never by string replacement on
-the names); :func:`translate_tf2_arrays` applies it strictly. Variables that
+the names); :func:`i3d_convert.conversion.tf2_layout.translate_tf2_arrays`
+applies it strictly to the arrays. Variables that
 carry no information for inference are skipped, each with its reason:
 
 * ``moving_mean/_hidden``, ``moving_variance/_hidden`` and the ``_counter``
@@ -36,20 +37,16 @@ carry no information for inference are skipped, each with its reason:
 * the object graph itself, ``save_counter`` and optimizer state (the
   :data:`i3d_convert.names.tf1.SKIP_PATTERNS` rules).
 
-No TensorFlow is needed: the arrays come from
-:class:`~i3d_convert.io.checkpoint_reader.CheckpointReader`.
+This module holds names only; no TensorFlow is needed anywhere on this path.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Dict, Mapping, Optional, Sequence, Tuple
-
-import numpy as np
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, Tuple
 
 from i3d_convert import architecture as arch
 from i3d_convert.errors import MappingError
-from i3d_convert.names.tf1 import skip_reason
 
 #: Every variable of a TF2 object-based checkpoint ends with this.
 TF2_VALUE_SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
@@ -173,70 +170,5 @@ def detect_root(names: Sequence[str], path: Optional[str] = None) -> str:
     return roots[0]
 
 
-@dataclass
-class Tf2Translation:
-    """TF1-named arrays for :func:`i3d_convert.conversion.tf_layout.tf_to_torch_arrays`, plus provenance."""
-
-    arrays: Dict[str, np.ndarray]  # TF1 name (scope TRANSLATED_SCOPE) -> array
-    root: str
-    skipped: Dict[str, str] = field(default_factory=dict)  # TF2 name -> reason
-    sources: Dict[str, str] = field(default_factory=dict)  # TF1 name -> TF2 name
-
-
-def _infer_channels(arrays: Mapping[str, np.ndarray], root: str, path: Optional[str]) -> Tuple[int, int]:
-    stem = np.shape(arrays[root + _STEM_PATH + TF2_VALUE_SUFFIX])
-    logits_name = f"{root}{arch.LOGITS_NAME}/logits/conv3d/w{TF2_VALUE_SUFFIX}"
-    if logits_name not in arrays:
-        raise MappingError(f"TF2 object-based checkpoint lacks {logits_name!r}", path)
-    logits = np.shape(arrays[logits_name])
-    if len(stem) != 5 or len(logits) != 5:
-        raise MappingError(f"conv kernels must be 5-D; stem is {list(stem)}, logits {list(logits)}", path)
-    return int(stem[3]), int(logits[4])
-
-
-def translate_tf2_arrays(arrays: Mapping[str, np.ndarray], *, path: Optional[str] = None) -> Tf2Translation:
-    """Rename a TF2 object-based I3D checkpoint's arrays to DeepMind's TF1 names, strictly.
-
-    Every name must be in :func:`tf2_name_table` (under the detected root) or
-    match a :func:`~i3d_convert.names.tf1.skip_reason` rule; anything else is a
-    :class:`MappingError` naming it. Shapes are checked later by the mapping.
-    """
-    names = sorted(arrays)
-    root = detect_root(names, path)
-    in_channels, num_classes = _infer_channels(arrays, root, path)
-    table = tf2_name_table(in_channels, num_classes)
-    out: Dict[str, np.ndarray] = {}
-    skipped: Dict[str, str] = {}
-    sources: Dict[str, str] = {}
-    for name in names:
-        rule = None
-        if name.startswith(root) and name.endswith(TF2_VALUE_SUFFIX):
-            rule = table.get(name[len(root): -len(TF2_VALUE_SUFFIX)])
-        if rule is None:
-            reason = skip_reason(name)
-            if reason is None:
-                raise MappingError(f"unknown variable {name!r}: it has no place in the Sonnet 2 I3D", path)
-            skipped[name] = reason
-        elif rule.role == TENSOR:
-            tf1 = TRANSLATED_SCOPE + rule.tf1_suffix
-            out[tf1] = arrays[name]
-            sources[tf1] = name
-        elif rule.role == SCALE:
-            value = np.asarray(arrays[name])
-            if not np.all(value == 1):
-                raise MappingError(
-                    f"variable {name!r} is a batch-norm scale that is not all ones (min {value.min():g}, "
-                    f"max {value.max():g}); DeepMind's I3D has no scale, so this is a different model", path)
-            skipped[name] = rule.reason
-        else:
-            skipped[name] = rule.reason
-    missing = [root + p + TF2_VALUE_SUFFIX for p, r in table.items()
-               if r.role == TENSOR and TRANSLATED_SCOPE + r.tf1_suffix not in out]
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise MappingError(f"missing variable {missing[0]!r}{more}", path)
-    return Tf2Translation(out, root, skipped, sources)
-
-
-__all__ = ["TF2_VALUE_SUFFIX", "Tf2Rule", "Tf2Translation", "detect_root", "is_tf2_object_checkpoint",
-           "tf2_name_table", "translate_tf2_arrays"]
+__all__ = ["SCALE", "SKIP", "TENSOR", "TF2_VALUE_SUFFIX", "TRANSLATED_SCOPE", "Tf2Rule", "detect_root",
+           "is_tf2_object_checkpoint", "tf2_name_table"]

@@ -119,7 +119,7 @@ class TorchTF32:
 
 def reference_from_state(state: Mapping[str, torch.Tensor], layout: str) -> Dict[str, np.ndarray]:
     """TF1-named variables of a state_dict, under the scope DeepMind's release of that kind uses."""
-    from i3d_convert.names.layouts import from_layout
+    from i3d_convert.conversion.layouts import from_layout
     from i3d_convert.conversion.tf_layout import torch_to_tf_arrays
     from i3d_convert.names.tf1 import deepmind_scope
 
