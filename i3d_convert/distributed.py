@@ -8,6 +8,7 @@ Without those variables the run is one process and torch.distributed is not touc
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -68,8 +69,10 @@ def select_device(context: DistContext, requested: str) -> torch.device:
     return resolve_device(requested)
 
 
-def start(context: DistContext, device: torch.device) -> None:
-    """Join the process group (NCCL on CUDA, gloo on the CPU) when the run has several ranks."""
+def start(context: DistContext, device: torch.device, until_exit: bool = False) -> None:
+    """Join the process group (NCCL on CUDA, gloo on the CPU) when the run has several ranks;
+    ``until_exit``: stay in it for the rest of the process (left at exit), for callers that run
+    several times in one process."""
     import torch.distributed as dist
 
     if context.distributed and not dist.is_initialized():
@@ -77,6 +80,8 @@ def start(context: DistContext, device: torch.device) -> None:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend, rank=context.rank, world_size=context.world_size, timeout=BARRIER_TIMEOUT)
+        if until_exit:
+            atexit.register(finish, context)
 
 
 def barrier(context: DistContext) -> None:

@@ -115,11 +115,11 @@ def compute_stats(job: StatsJob) -> FVDStats:
     """The :class:`FVDStats` of ``job.source`` (every rank returns the same object under torchrun)."""
     context = distributed.context_from_environment()
     device = distributed.select_device(context, job.device)
-    distributed.start(context, device)
-    try:
-        return _compute(job, context, device)
-    finally:
-        distributed.finish(context)
+    # Joined once per process and left at exit: ``fvd A B`` computes two sets, and a group destroyed
+    # and joined again in one torchrun run could read the first group's stale gloo address from the
+    # store (rank 1 then saw "connection refused", or both ranks waited forever).
+    distributed.start(context, device, until_exit=True)
+    return _compute(job, context, device)
 
 
 def _compute(job: StatsJob, context: distributed.DistContext, device) -> FVDStats:
