@@ -40,22 +40,26 @@ def pyramid_size(height: int, width: int, scale: float) -> Tuple[int, int]:
     return int(np.rint(height * scale)), int(np.rint(width * scale))
 
 
-def _linear_taps(src_len: int, dst_len: int, inv_scale: float) -> Tuple[np.ndarray, np.ndarray]:
-    """Source index and weight of the first tap of ``resize`` INTER_LINEAR along one axis.
+def _linear_taps(src_len: int, dst_len: int, inv_scale: float,
+                 clamp_fraction: bool) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Both source indices and the second tap's weight of ``resize`` INTER_LINEAR along one axis.
 
-    Follows cv::resize's coefficient setup (imgproc/src/resize.cpp, ``resize``/``resizeGeneric_``):
-    ``f = (float)((d + 0.5) * scale - 0.5)`` in double then float, ``s = floor(f)``, weight of the
-    second tap ``f - s`` in float, clamped to the edge sample (weight 0) outside the image.
+    Follows cv::hal::resize's coefficient setup (imgproc/src/resize.cpp, OpenCV 5.1.0 lines
+    3476-3516 for x, 3532-3557 for y): ``f = (float)((d + 0.5) * scale - 0.5)`` in double then
+    float, ``s = floor(f)``, weight of the second tap ``f - s`` in float. Along x a tap outside the
+    image takes the edge sample with weight 0 (``fx = 0``); along y the weight is kept and only the
+    row index is clipped (``resizeGeneric_Invoker``: ``clip(sy, 0, height)``), so the first and last
+    rows of an upscale are ``r * (1 - f) + r * f``, which is not always ``r`` in float32.
     """
     scale = 1.0 / inv_scale
     f = ((np.arange(dst_len, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
     s = np.floor(f).astype(np.int64)
     frac = (f - s.astype(np.float32)).astype(np.float32)
-    low = s < 0
-    frac[low], s[low] = 0.0, 0
-    high = s >= src_len - 1
-    frac[high], s[high] = 0.0, src_len - 1
-    return s, frac
+    if clamp_fraction:
+        low, high = s < 0, s >= src_len - 1
+        frac[low], s[low] = 0.0, 0
+        frac[high], s[high] = 0.0, src_len - 1
+    return np.clip(s, 0, src_len - 1), np.clip(s + 1, 0, src_len - 1), frac
 
 
 def resize_linear(src: torch.Tensor, height: int, width: int,
@@ -73,19 +77,15 @@ def resize_linear(src: torch.Tensor, height: int, width: int,
         ``a0 * s0 + a1 * s1`` in float32 as OpenCV's ``HResizeLinear``/``VResizeLinear``.
     """
     _, h, w = src.shape
-    sx, ax = _linear_taps(w, width, inv_scale_x if inv_scale_x is not None else width / w)
-    sy, ay = _linear_taps(h, height, inv_scale_y if inv_scale_y is not None else height / h)
+    sx0, sx1, ax = _linear_taps(w, width, inv_scale_x if inv_scale_x is not None else width / w, True)
+    sy0, sy1, ay = _linear_taps(h, height, inv_scale_y if inv_scale_y is not None else height / h, False)
     dev = src.device
-    sx0 = torch.from_numpy(sx).to(dev)
-    sx1 = torch.from_numpy(np.minimum(sx + 1, w - 1)).to(dev)
     ax1 = torch.from_numpy(ax).to(dev)
     ax0 = 1.0 - ax1
-    rows = src[:, :, sx0] * ax0 + src[:, :, sx1] * ax1
-    sy0 = torch.from_numpy(sy).to(dev)
-    sy1 = torch.from_numpy(np.minimum(sy + 1, h - 1)).to(dev)
+    rows = src[:, :, torch.from_numpy(sx0).to(dev)] * ax0 + src[:, :, torch.from_numpy(sx1).to(dev)] * ax1
     ay1 = torch.from_numpy(ay).to(dev)[:, None]
     ay0 = 1.0 - ay1
-    return rows[:, sy0, :] * ay0 + rows[:, sy1, :] * ay1
+    return rows[:, torch.from_numpy(sy0).to(dev), :] * ay0 + rows[:, torch.from_numpy(sy1).to(dev), :] * ay1
 
 
 @functools.lru_cache(maxsize=None)
@@ -108,17 +108,24 @@ def _cubic_table() -> np.ndarray:
 
 
 def remap_cubic(src: torch.Tensor, map_x: torch.Tensor, map_y: torch.Tensor,
-                border: str = "constant", subpixel: str = "float") -> torch.Tensor:
-    """``cv2.remap(src, map_x, map_y, INTER_CUBIC, borderMode)`` for float32 images.
+                border: str = "constant", subpixel: str = "float", fused: bool = False) -> torch.Tensor:
+    """``cv2.remap(src, map_x, map_y, INTER_CUBIC, borderMode)`` for float32 images, bit for bit.
 
-    OpenCV's bicubic kernel has A = -0.75 (imgwarp.cpp ``interpolateCubic``). How the sub-pixel
-    position enters depends on the OpenCV version, both are offered:
+    How the sub-pixel position enters depends on the OpenCV version; both are offered:
 
-    * ``subpixel="float"``: the offset ``x - floor(x)`` as a float, as measured on OpenCV 5.1 with
-      float maps (its remap kernels no longer round float maps to a table);
-    * ``subpixel="table"``: OpenCV's fixed-point path (``cvRound(map * INTER_TAB_SIZE)``, offset
-      index ``0..31``, weights from the float 32-entry table of ``initInterTab2D``), which OpenCV
-      uses for fixed-point maps (``cv2.convertMaps``) and, up to 4.10, for float maps too.
+    * ``subpixel="float"``: OpenCV 5.x's table-free kernel (imgproc/src/warp_kernels.simd.hpp,
+      5.1.0: ``bicubicCoeffs``/``bicubicWeights`` for ``v_float32``, lines 7340-7414, and
+      ``BICUBIC_UPDATE_ACC_VEC``, line 7175): offset ``alpha = x - floor(x)`` as a float, weights
+      ``A alpha (1-alpha)^2``, ``alpha^2 ((A+2) alpha - (A+3)) + 1``, ``1 - w0 - w1 - w3``,
+      ``A alpha^2 (1-alpha)`` with A = -0.75, each row ``((v0 w0 + v1 w1) + v2 w2) + v3 w3`` times
+      its row weight, accumulated row by row. ``fused``: the multiply-adds fused (one rounding), as
+      OpenCV's AVX2 build of that kernel computes them (``v_fma`` is FMA3 there); unfused is the
+      baseline (SSE) build, which ``cv2.setUseOptimized(False)`` selects. Float32 FMA is computed
+      in float64 and rounded once: equal to a true FMA except in double-rounding ties (about one
+      operation in 2^29).
+    * ``subpixel="table"``: OpenCV <= 4.10 (``cvRound(map * INTER_TAB_SIZE)``, offset index
+      ``0..31``, 2-D weights from the float table of ``initInterTab2D``), which 4.x used for float
+      maps and fixed-point maps (``cv2.convertMaps``) alike.
 
     Samples outside the image are 0 (``border="constant"``, remap's default ``borderValue = 0``)
     or the nearest edge sample (``"replicate"``).
@@ -140,47 +147,79 @@ def remap_cubic(src: torch.Tensor, map_x: torch.Tensor, map_y: torch.Tensor,
         y0 = torch.div(iy, INTER_TAB_SIZE, rounding_mode="floor") - 1
         table = torch.from_numpy(_cubic_table()).to(src.device)
         wx, wy = table[ix & (INTER_TAB_SIZE - 1)], table[iy & (INTER_TAB_SIZE - 1)]
-    elif subpixel == "float":
-        fx, fy = torch.floor(map_x), torch.floor(map_y)
-        wx, wy = _cubic_taps(map_x - fx), _cubic_taps(map_y - fy)
-        big = 1 << 30
-        x0 = fx.clamp(-big, big).to(torch.int64) - 1
-        y0 = fy.clamp(-big, big).to(torch.int64) - 1
-    else:
+        taps = _taps_4x4(src, x0, y0, border)
+        return _sum_table_4x4(taps, wx, wy)
+    if subpixel != "float":
         raise ValueError(f"subpixel must be 'float' or 'table', got {subpixel!r}")
-    return _weighted_4x4(src, x0, y0, wx, wy, border)
+    _, h, w = src.shape
+    # bicubicCoeffs clamps coordinates to [-max(W, 16), 2 max(W, 16)] before the floor
+    big_w, big_h = float(max(w, 16)), float(max(h, 16))
+    vx = map_x.clamp(-big_w, 2 * big_w)
+    vy = map_y.clamp(-big_h, 2 * big_h)
+    fx, fy = torch.floor(vx), torch.floor(vy)
+    wx, wy = _cubic_weights(vx - fx, fused), _cubic_weights(vy - fy, fused)
+    taps = _taps_4x4(src, fx.to(torch.int64) - 1, fy.to(torch.int64) - 1, border)
+    acc = None
+    for r in range(4):
+        row = taps[r][0] * wx[0]
+        for c in range(1, 4):
+            row = _muladd(taps[r][c], wx[c], row, fused)
+        acc = row * wy[0] if acc is None else _muladd(row, wy[r], acc, fused)
+    return acc
 
 
-def _cubic_taps(x: torch.Tensor) -> torch.Tensor:
-    """The four bicubic taps ``[..., 4]`` for offsets ``x`` in [0, 1), float32, OpenCV's formulas."""
-    a = -0.75
-    x1 = x + 1.0
-    c0 = ((a * x1 - 5.0 * a) * x1 + 8.0 * a) * x1 - 4.0 * a
-    c1 = ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
-    y = 1.0 - x
-    c2 = ((a + 2.0) * y - (a + 3.0)) * y * y + 1.0
-    c3 = 1.0 - c0 - c1 - c2
-    return torch.stack([c0, c1, c2, c3], dim=-1)
+def _muladd(a: torch.Tensor, b, c: torch.Tensor, fused: bool) -> torch.Tensor:
+    """``a * b + c`` in float32: two roundings, or one (FMA, via float64) when ``fused``."""
+    if not fused:
+        return a * b + c
+    b64 = b.double() if isinstance(b, torch.Tensor) else b
+    return (a.double() * b64 + c.double()).float()
 
 
-def _weighted_4x4(src: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor,
-                  wx: torch.Tensor, wy: torch.Tensor, border: str) -> torch.Tensor:
-    """``sum_r sum_c src[y0 + r, x0 + c] * wy[r] * wx[c]`` with OpenCV's row-by-row summation."""
+_CUBIC_A = -0.75
+
+
+def _cubic_weights(alpha: torch.Tensor, fused: bool):
+    """OpenCV 5.x ``bicubicWeights`` (v_float32 form) for offsets ``alpha`` in [0, 1): four float32 tensors."""
+    a2 = alpha * alpha
+    b = 1.0 - alpha
+    b2 = b * b
+    w0 = _CUBIC_A * (alpha * b2)
+    w3 = _CUBIC_A * (a2 * b)
+    w1 = _muladd(a2, _muladd(alpha, _CUBIC_A + 2.0, torch.full_like(alpha, -(_CUBIC_A + 3.0)), fused),
+                 torch.ones_like(alpha), fused)
+    w2 = ((1.0 - w0) - w1) - w3
+    return w0, w1, w2, w3
+
+
+def _taps_4x4(src: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor, border: str):
+    """``taps[r][c] = src[y0 + r, x0 + c]`` (float32, shaped like ``x0``), 0 or the edge outside."""
     b, h, w = src.shape
     flat = src.reshape(b, h * w)
-    out = None
+    taps = []
     for r in range(4):
         yr = y0 + r
         y_in = (yr >= 0) & (yr < h)
         row_idx = yr.clamp(0, h - 1) * w
-        row = None
+        row = []
         for c in range(4):
             xc = x0 + c
             idx = row_idx + xc.clamp(0, w - 1)
             val = flat.gather(1, idx.reshape(b, -1)).reshape(idx.shape)
             if border == "constant":
-                val = val * (y_in & (xc >= 0) & (xc < w))
-            term = val * (wy[..., r] * wx[..., c])
+                val = torch.where(y_in & (xc >= 0) & (xc < w), val, 0.0)
+            row.append(val)
+        taps.append(row)
+    return taps
+
+
+def _sum_table_4x4(taps, wx: torch.Tensor, wy: torch.Tensor) -> torch.Tensor:
+    """OpenCV 4.x ``remapBicubic``: ``sum += ((t0 + t1) + t2) + t3`` per row, ``t = v * (wy * wx)``."""
+    out = None
+    for r in range(4):
+        row = None
+        for c in range(4):
+            term = taps[r][c] * (wy[..., r] * wx[..., c])
             row = term if row is None else row + term
         out = row if out is None else out + row
     return out
@@ -216,8 +255,11 @@ def forward_gradient(src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 
 
 def divergence(v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
-    """tvl1flow.cpp ``divergence``: backward differences ``(v1[x] - v1[x-1]) + (v2[y] - v2[y-1])``,
-    with the sample before the first column / row taken as 0."""
+    """tvl1flow.cpp ``divergence`` (opencv_contrib 5.1.0, lines 854-902): backward differences
+    ``(v1[x] - v1[x-1]) + (v2[y] - v2[y-1])`` inside and on the first row (``v2[-1]`` = 0), but
+    ``(v1 + v2) - v2[y-1]`` on the first column and ``v1 + v2`` at (0, 0), in that order."""
     v1x = torch.diff(v1, dim=2, prepend=torch.zeros_like(v1[:, :, :1]))
     v2y = torch.diff(v2, dim=1, prepend=torch.zeros_like(v2[:, :1]))
-    return v1x + v2y
+    out = v1x + v2y
+    first_col = (v1[:, 1:, 0] + v2[:, 1:, 0]) - v2[:, :-1, 0]
+    return torch.cat([out[:, :1], torch.cat([first_col[:, :, None], out[:, 1:, 1:]], dim=2)], dim=1)

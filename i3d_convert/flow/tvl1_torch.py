@@ -17,6 +17,7 @@ from typing import List, Tuple
 
 import functools
 
+import numpy as np
 import torch
 
 from i3d_convert.errors import I3DConvertError
@@ -102,7 +103,7 @@ def _one_scale(i0: torch.Tensor, i1: torch.Tensor, u1: torch.Tensor, u2: torch.T
                params: TVL1Params, subpixel: str, inner) -> Tuple[torch.Tensor, torch.Tensor]:
     """``procOneScale``: ``warps`` warpings, each outer/inner iterations until the pair converges."""
     b, h, w = i0.shape
-    scaled_epsilon = float(torch.tensor(params.epsilon * params.epsilon * h * w, dtype=torch.float32))
+    scaled_epsilon = float(torch.tensor(params.epsilon * params.epsilon * (h * w), dtype=torch.float32))
     l_t = float(torch.tensor(params.lambda_ * params.theta, dtype=torch.float32))
     taut = float(torch.tensor(params.tau / params.theta, dtype=torch.float32))
     theta = float(torch.tensor(params.theta, dtype=torch.float32))
@@ -113,32 +114,28 @@ def _one_scale(i0: torch.Tensor, i1: torch.Tensor, u1: torch.Tensor, u2: torch.T
     for _ in range(params.warps):
         # buildFlowMap, remap(..., INTER_CUBIC) of I1 and its gradient (default border: constant 0)
         map_x, map_y = grid_x + u1, grid_y + u2
-        i1w = ops.remap_cubic(i1, map_x, map_y, subpixel=subpixel)
-        i1wx = ops.remap_cubic(i1x, map_x, map_y, subpixel=subpixel)
-        i1wy = ops.remap_cubic(i1y, map_x, map_y, subpixel=subpixel)
+        i1w, i1wx, i1wy = (ops.remap_cubic(img, map_x, map_y, subpixel=subpixel) for img in (i1, i1x, i1y))
         # calcGradRho
         grad = i1wx * i1wx + i1wy * i1wy
         rho_c = i1w - i1wx * u1 - i1wy * u2 - i0
         warped = (i1wx, i1wy, grad, rho_c)
-        error = torch.full((b,), float("inf"), device=i0.device, dtype=torch.float64)
+        active = torch.ones(b, dtype=torch.bool, device=i0.device)  # error = FLT_MAX > epsilon
         for _ in range(params.outer_iterations):
-            active = error > scaled_epsilon
             if not bool(active.any()):
                 break
             if params.median_filtering > 1:
                 u1 = _where(active, ops.median_blur(u1, params.median_filtering), u1)
                 u2 = _where(active, ops.median_blur(u2, params.median_filtering), u2)
             for _ in range(params.inner_iterations):
-                active = error > scaled_epsilon
                 if not bool(active.any()):
                     break
-                new_u1, new_u2, new_p, step = inner(warped, u1, u2, p, l_t, theta, taut)
+                new_u1, new_u2, new_p, terms = inner(warped, u1, u2, p, l_t, theta, taut)
                 if bool(active.all()):
-                    u1, u2, p, error = new_u1, new_u2, new_p, step
+                    u1, u2, p = new_u1, new_u2, new_p
                 else:  # converged pairs keep their state
                     u1, u2 = _where(active, new_u1, u1), _where(active, new_u2, u2)
                     p = [_where(active, n, o) for n, o in zip(new_p, p)]
-                    error = torch.where(active, step, error)
+                active = active & _sum_exceeds(terms, scaled_epsilon)
     return u1, u2
 
 
@@ -169,12 +166,46 @@ def _inner_iteration(warped, u1, u2, p, l_t: float, theta: float, taut: float):
     new_u1 = v1 + theta * ops.divergence(p11, p12)
     new_u2 = v2 + theta * ops.divergence(p21, p22)
     du1, du2 = new_u1 - u1, new_u2 - u2
-    step = (du1 * du1 + du2 * du2).sum(dim=(1, 2), dtype=torch.float64).to(torch.float32).to(torch.float64)
+    terms = du1 * du1 + du2 * du2
     # forwardGradient, estimateDualVariables
     u1x, u1y = ops.forward_gradient(new_u1)
     u2x, u2y = ops.forward_gradient(new_u2)
-    ng1 = 1.0 + taut * torch.hypot(u1x, u1y)
-    ng2 = 1.0 + taut * torch.hypot(u2x, u2y)
+    ng1 = 1.0 + taut * _hypot(u1x, u1y)
+    ng2 = 1.0 + taut * _hypot(u2x, u2y)
     new_p = [(p11 + taut * u1x) / ng1, (p12 + taut * u1y) / ng1,
              (p21 + taut * u2x) / ng2, (p22 + taut * u2y) / ng2]
-    return new_u1, new_u2, new_p, step
+    return new_u1, new_u2, new_p, terms
+
+
+def _hypot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``(float)hypot(x, y)`` as estimateDualVariables computes it: in double, rounded once to float
+    (torch.hypot's float32 kernel may differ by an ulp)."""
+    x64, y64 = x.double(), y.double()
+    return torch.sqrt(x64 * x64 + y64 * y64).float()
+
+
+def _sum_exceeds(terms: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Whether each pair's ``float error += terms[y, x]`` (estimateU: row-major, float32) exceeds
+    ``threshold``, decided exactly as OpenCV's loop decides it.
+
+    The stopping rule must round as OpenCV's sum does: a pairwise or float64 sum decides otherwise
+    in a few iterations per video, and the flow then drifts (TV-L1 is not stable to such changes).
+    A float64 sum on the device decides whenever it is farther from the threshold than the float32
+    loop's rounding can move it (``(n - 1) 2^-24`` times the sum for ``n`` non-negative terms, with
+    a factor 2 to spare); the few pairs within that margin are summed in order on the CPU.
+    """
+    flat = terms.reshape(terms.shape[0], -1)
+    total = flat.sum(dim=1, dtype=torch.float64)
+    margin = total * (2.0 * flat.shape[1] * 2.0 ** -24)
+    exceeds = total > threshold
+    close = (total - threshold).abs() <= margin
+    if bool(close.any()):
+        rows = close.nonzero().flatten()
+        exact = _sequential_sum(flat[rows])
+        exceeds[rows] = torch.from_numpy(exact > np.float32(threshold)).to(exceeds.device)
+    return exceeds
+
+
+def _sequential_sum(flat: torch.Tensor) -> np.ndarray:
+    """float32 ``[R]``: each row of ``flat`` summed in order in float32 (NumPy's float32 cumsum adds in order)."""
+    return np.cumsum(flat.detach().cpu().numpy(), axis=1, dtype=np.float32)[:, -1]
