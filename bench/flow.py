@@ -4,11 +4,14 @@ Modes (each prints one JSON line per measurement, after a header naming the mach
 
 * ``--accuracy``: the torch port against ``cv2.optflow`` with OpenCV's default parameters on every
   frame pair of DeepMind's sample GIF (gray, 224x224; ``--pairs N`` for the first N) and on textured
-  224x224 pairs with known sub-pixel translation, rotation and zoom: mean and 99.9th percentile
-  end-point error (EPE) to OpenCV, each backend's mean EPE to the true flow, OpenCV's own floor
-  (its flow moved when 1 % of the input pixels change by one float32 ulp), and the flow stream's
-  ``pool`` features of the two flows (synthetic calibrated weights): relative L2.
-* ``--speed``: pairs/s at 224x224 and 256x340 (``--sizes``), OpenCV with 1 and 2 threads and the
+  224x224 pairs with known sub-pixel translation, rotation and zoom. The reference is OpenCV's
+  portable code path (what the ``opencv`` backend runs); beside it, OpenCV's default (optimized)
+  path against the portable one and OpenCV's 1-ulp floor (its flow moved when 1 % of the input
+  pixels change by one float32 ulp): identical pairs, mean / 99.9th percentile / max end-point
+  error (EPE), the mean EPE to the true flow, and the flow stream's ``pool`` features (synthetic
+  calibrated weights): relative L2.
+* ``--speed``: pairs/s at 224x224 and 256x340 (``--sizes``), OpenCV (portable and default paths)
+  with 1 and 2 threads and the
   torch port at batch 1..32 on the CPU (``--batches``; eager, and ``--compiled``), and on CUDA
   when present (batch 1 and 32).
 
@@ -67,8 +70,17 @@ def opencv_floor(prev: np.ndarray, nxt: np.ndarray, algo) -> np.ndarray:
     x0 = prev.astype(np.float32)
     hit = np.random.default_rng(1).random(x0.shape) < 0.01
     x0[hit] = np.nextafter(x0[hit], np.float32(1e9))
-    moved = algo.calc(x0 / np.float32(255), nxt.astype(np.float32) / np.float32(255), None)
-    return epe(moved, algo.calc(prev, nxt, None))
+    with tvl1.portable_opencv():
+        moved = algo.calc(x0 / np.float32(255), nxt.astype(np.float32) / np.float32(255), None)
+        return epe(moved, algo.calc(prev, nxt, None))
+
+
+def opencv_default_path(prev: np.ndarray, nxt: np.ndarray, algo) -> np.ndarray:
+    """OpenCV's flow on its default (optimized: IPP resize, AVX2+FMA remap) code path."""
+    import cv2
+
+    assert cv2.useOptimized()
+    return algo.calc(prev, nxt, None)
 
 
 def summary(e: np.ndarray) -> dict:
@@ -76,46 +88,56 @@ def summary(e: np.ndarray) -> dict:
             "max_epe": round(float(e.max()), 3)}
 
 
-def pool_rel_l2(flow_a: np.ndarray, flow_b: np.ndarray) -> float:
+def pool_features(*flows: np.ndarray) -> list:
+    """Flow-stream ``pool`` features of each ``[T, H, W, 2]`` flow (synthetic calibrated weights)."""
     from i3d_convert.conversion.synthetic import write_synthetic_checkpoint
     from i3d_convert.conversion.tf_to_torch import convert_to_file
     from i3d_convert.dataset.features import extract_features
-    from i3d_convert.verification.metrics import difference
     from i3d_convert.weights.factory import i3d
 
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "flow.safetensors"
         convert_to_file(write_synthetic_checkpoint(Path(tmp) / "ckpt", "flow_imagenet"), weights)
         model = i3d("flow_imagenet", weights=str(weights))
-        feats = [extract_features(model, tvl1.flow_to_input(f), window=len(f)).features for f in (flow_a, flow_b)]
-    return float(difference(feats[0], feats[1]).rel_l2)
+        return [extract_features(model, tvl1.flow_to_input(f), window=len(f)).features for f in flows]
+
+
+def compare(ours: np.ndarray, portable: np.ndarray, default: np.ndarray, floor: np.ndarray) -> dict:
+    """torch vs OpenCV's portable path (the reference), and OpenCV's own spreads beside it."""
+    return {"torch_vs_opencv": {"identical_pairs": int(sum(np.array_equal(a, b) for a, b in zip(ours, portable))),
+                                "of": len(ours), **summary(epe(ours, portable))},
+            "opencv_default_vs_portable_path": summary(epe(default, portable)),
+            "opencv_1ulp_floor": summary(floor)}
 
 
 def accuracy(pairs: int, every: int, batch: int) -> None:
+    from i3d_convert.verification.metrics import difference
+
     algo = tvl1.TVL1Params().create()
     gray = gif_gray()
     starts = list(range(0, min(pairs, len(gray) - 1), every))
-    ref = np.stack([algo.calc(gray[t], gray[t + 1], None) for t in starts])
+    portable = tvl1.tvl1_flow(gray[: starts[-1] + 2])[starts]
+    default = np.stack([opencv_default_path(gray[t], gray[t + 1], algo) for t in starts])
     t = torch.from_numpy(gray)
     ours = np.concatenate([tvl1_flow_batch(t[starts[s:s + batch]], t[[k + 1 for k in starts[s:s + batch]]]).numpy()
                            for s in range(0, len(starts), batch)])
-    e = epe(ours, ref)
     floor = np.stack([opencv_floor(gray[t], gray[t + 1], algo) for t in starts])
-    per_pair = e.reshape(len(e), -1)
-    print(json.dumps({"set": "gif", "pairs": starts, "torch_vs_opencv": summary(e),
-                      "worst_pair_mean_epe": round(float(per_pair.mean(1).max()), 5),
-                      "opencv_1ulp_floor": summary(floor),
-                      "pool_rel_l2_torch_vs_opencv": pool_rel_l2(ours, ref)}), flush=True)
+    f_ours, f_portable, f_default = pool_features(ours, portable, default)
+    print(json.dumps({"set": "gif", "pairs": f"{starts[0]}..{starts[-1]} every {every}",
+                      **compare(ours, portable, default, floor),
+                      "pool_rel_l2": {"torch_vs_opencv": float(difference(f_ours, f_portable).rel_l2),
+                                      "opencv_default_vs_portable_path": float(difference(f_default, f_portable).rel_l2)}}),
+          flush=True)
     for name, motion in MOTIONS.items():
         frames, truth = textured_pair(224, 224, seed=len(name), **motion)
-        ref = algo.calc(frames[0], frames[1], None)
-        ours = torch_pairs(frames, 1)[0]
-        inner = (slice(8, -8), slice(8, -8))
-        to_truth = {k: float(epe(f, truth)[inner].mean()) for k, f in (("opencv", ref), ("torch", ours))}
-        print(json.dumps({"set": name, "torch_vs_opencv": summary(epe(ours, ref)),
-                          "opencv_1ulp_floor": summary(opencv_floor(frames[0], frames[1], algo)),
-                          "mean_epe_to_truth": {k: round(v, 5) for k, v in to_truth.items()},
-                          "torch_over_opencv_to_truth": round(to_truth["torch"] / to_truth["opencv"], 4)}), flush=True)
+        portable = tvl1.tvl1_flow(frames)
+        default = opencv_default_path(frames[0], frames[1], algo)[None]
+        ours = torch_pairs(frames, 1)
+        inner = (slice(None), slice(8, -8), slice(8, -8))
+        to_truth = {k: float(epe(f, truth[None])[inner].mean()) for k, f in
+                    (("opencv", portable), ("torch", ours), ("opencv_default_path", default))}
+        print(json.dumps({"set": name, **compare(ours, portable, default, opencv_floor(frames[0], frames[1], algo)[None]),
+                          "mean_epe_to_truth": {k: round(v, 5) for k, v in to_truth.items()}}), flush=True)
 
 
 def timed(fn, warmup=None) -> float:
@@ -135,23 +157,31 @@ def speed(sizes, batches, threads: int, compiled: bool) -> None:
         gray = np.stack([textured_pair(h, w, shift=(0.7 * k, 0.3 * k), seed=k)[0][1] for k in range(most + 1)])
         warm = gray[:2]
         ocv = gray[: min(most, 4) + 1]
+        algo = tvl1.TVL1Params().create()
         for n in (1, 2):
             cv2.setNumThreads(n)
             dt = timed(lambda: tvl1.tvl1_flow(ocv))
-            print(json.dumps({"size": f"{h}x{w}", "backend": "opencv", "cv2_threads": n,
+            print(json.dumps({"size": f"{h}x{w}", "backend": "opencv", "path": "portable", "cv2_threads": n,
+                              "pairs_per_s": round((len(ocv) - 1) / dt, 3)}), flush=True)
+            dt = timed(lambda: [opencv_default_path(a, b, algo) for a, b in zip(ocv[:-1], ocv[1:])])
+            print(json.dumps({"size": f"{h}x{w}", "backend": "opencv", "path": "default", "cv2_threads": n,
                               "pairs_per_s": round((len(ocv) - 1) / dt, 3)}), flush=True)
         cv2.setNumThreads(1)
         dt = timed(lambda: tvl1.tvl1_flow(ocv, workers=2))
         print(json.dumps({"size": f"{h}x{w}", "backend": "opencv", "cv2_threads": 1, "pair_threads": 2,
                           "pairs_per_s": round((len(ocv) - 1) / dt, 3)}), flush=True)
+        eager = {}
         for mode in ("eager", "compiled") if compiled else ("eager",):
             for b in batches:
                 frames = gray[: b + 1]
+                out = []
                 # warm-up on the same batch shape: the compiled loop specialises batch 1
-                dt = timed(lambda: torch_pairs(frames, b, compile=mode == "compiled"),
+                dt = timed(lambda: out.append(torch_pairs(frames, b, compile=mode == "compiled")),
                            warmup=lambda: torch_pairs(frames, b, compile=mode == "compiled"))
+                eager.setdefault(b, out[0])
                 print(json.dumps({"size": f"{h}x{w}", "backend": "torch", "mode": mode, "device": "cpu",
-                                  "torch_threads": threads, "batch": b, "pairs_per_s": round(b / dt, 3)}), flush=True)
+                                  "torch_threads": threads, "batch": b, "pairs_per_s": round(b / dt, 3),
+                                  "equals_eager": bool(np.array_equal(out[0], eager[b]))}), flush=True)
         if torch.cuda.is_available():
             big = np.concatenate([gray] * -(-33 // len(gray)))[:33]
             for b in (1, 32):

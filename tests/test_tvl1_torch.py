@@ -358,6 +358,9 @@ def test_feature_settings_record_the_torch_backend_and_keep_opencv_keys() -> Non
     opencv, torch_backend = FeatureSettings(stream="flow"), FeatureSettings(stream="flow", flow_backend="torch")
     assert "flow_backend" not in opencv.describe() and torch_backend.describe()["flow_backend"] == "torch"
     assert opencv.key() != torch_backend.key()
+    # outputs whose flow came from OpenCV's default path (before the portable path) are recomputed
+    assert opencv.describe()["tvl1_path"] == "opencv-portable"
+    assert "tvl1_path" not in FeatureSettings(stream="rgb").describe()
     with pytest.raises(I3DConvertError, match="flow backend"):
         FeatureSettings(flow_backend="gpu")
     frames = np.repeat(np.stack([a for a in textured_pair(24, 32, shift=(1.0, 0.0), seed=13)[0]])[..., None], 3, -1)

@@ -26,6 +26,8 @@ from i3d_convert.flow.tvl1 import TVL1Params, flow_to_input
 from i3d_convert.io.video_decode import DecodeOptions
 
 STREAMS = ("rgb", "flow", "both")
+#: Which OpenCV code path the TV-L1 flow reproduces (recorded in the settings of flow outputs).
+FLOW_PATH = "opencv-portable"
 
 
 def _json_value(name: str, value):
@@ -85,6 +87,9 @@ class FeatureSettings:
                "decode": {k: _json_value(k, v) for k, v in asdict(self.decode).items()}}
         if "flow" in self.streams:
             out["flow"] = asdict(self.flow)
+            # both backends compute OpenCV's portable path (flow/tvl1.py: portable_opencv), bit for
+            # bit; flows made before on OpenCV's default path (IPP, FMA) differ slightly: recompute
+            out["tvl1_path"] = FLOW_PATH
             if self.flow_backend != "opencv":  # OpenCV's records keep their key
                 out["flow_backend"] = self.flow_backend
         if self.crops != "center":  # absent for centre crops: outputs made before crops existed stay current
