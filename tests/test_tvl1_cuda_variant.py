@@ -393,7 +393,7 @@ def test_public_api_runs_the_cuda_algorithm_by_name_or_by_params() -> None:
 
 
 def test_feature_settings_keep_the_default_key_and_record_the_cuda_algorithm() -> None:
-    from i3d_convert.dataset.recipe import FeatureSettings
+    from i3d_convert.dataset.recipe import FeatureSettings, flow_input
 
     default = FeatureSettings(stream="flow")
     # the key main had before the algorithm existed (same settings)
@@ -404,6 +404,11 @@ def test_feature_settings_keep_the_default_key_and_record_the_cuda_algorithm() -
     record = cuda.describe()
     assert record["flow_algorithm"] == "opencv-cuda" and record["flow"]["iterations"] == 300
     assert "median_filtering" not in record["flow"] and isinstance(cuda.flow, TVL1CudaParams)
+    # the flow stream passes settings.flow on: its class selects the algorithm
+    frames = np.repeat(textured_pair(24, 32, shift=(1.0, 0.0), seed=13)[0][..., None], 3, -1)
+    t = torch.from_numpy(frames[..., 0])
+    direct = np.clip(tvl1_cuda_flow_batch(t[:1], t[1:])[0].numpy(), -20, 20) / np.float32(20)
+    np.testing.assert_array_equal(flow_input(frames, cuda.flow, cuda.flow_backend)[0], direct)
     with pytest.raises(I3DConvertError, match="torch backend only"):
         FeatureSettings(stream="flow", flow_algorithm="opencv-cuda")
     with pytest.raises(I3DConvertError, match="flow algorithm"):
