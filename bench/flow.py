@@ -10,6 +10,10 @@ Modes (each prints one JSON line per measurement, after a header naming the mach
   pixels change by one float32 ulp): identical pairs, mean / 99.9th percentile / max end-point
   error (EPE), the mean EPE to the true flow, and the flow stream's ``pool`` features (synthetic
   calibrated weights): relative L2.
+* ``--cuda-variant``: OpenCV's CUDA algorithm (torch, ``algorithm="opencv-cuda"``) against OpenCV's
+  CPU one (``cv2.optflow``, portable path), both with their defaults, on the GIF pairs
+  (``--pairs``/``--every``) and the textured pairs: mean and 99.9th percentile EPE between the two,
+  each one's mean EPE to the true flow (8 px inside the border), and the ``pool`` features' relative L2.
 * ``--speed``: pairs/s at 224x224 and 256x340 (``--sizes``), OpenCV (portable and default paths)
   with 1 and 2 threads and the
   torch port at batch 1..32 on the CPU (``--batches``; eager, and ``--compiled``), and on CUDA
@@ -18,6 +22,7 @@ Modes (each prints one JSON line per measurement, after a header naming the mach
     python bench/flow.py --accuracy            # all 78 pairs
     python bench/flow.py --accuracy --every 5  # pairs 0, 5, .., 75
     python bench/flow.py --speed --batches 1,8,32 --compiled
+    python bench/flow.py --cuda-variant --every 10
 """
 
 from __future__ import annotations
@@ -90,7 +95,7 @@ def summary(e: np.ndarray) -> dict:
 
 def pool_features(*flows: np.ndarray) -> list:
     """Flow-stream ``pool`` features of each ``[T, H, W, 2]`` flow (synthetic calibrated weights)."""
-    from i3d_convert.conversion.synthetic import write_synthetic_checkpoint
+    from i3d_convert.weights.synthetic import write_synthetic_checkpoint
     from i3d_convert.conversion.tf_to_torch import convert_to_file
     from i3d_convert.dataset.features import extract_features
     from i3d_convert.weights.factory import i3d
@@ -100,6 +105,12 @@ def pool_features(*flows: np.ndarray) -> list:
         convert_to_file(write_synthetic_checkpoint(Path(tmp) / "ckpt", "flow_imagenet"), weights)
         model = i3d("flow_imagenet", weights=str(weights))
         return [extract_features(model, tvl1.flow_to_input(f), window=len(f)).features for f in flows]
+
+
+def pool_rel_l2(flow_a: np.ndarray, flow_b: np.ndarray) -> float:
+    from i3d_convert.verification.metrics import difference
+
+    return float(difference(*pool_features(flow_a, flow_b)).rel_l2)
 
 
 def compare(ours: np.ndarray, portable: np.ndarray, default: np.ndarray, floor: np.ndarray) -> dict:
@@ -138,6 +149,33 @@ def accuracy(pairs: int, every: int, batch: int) -> None:
                     (("opencv", portable), ("torch", ours), ("opencv_default_path", default))}
         print(json.dumps({"set": name, **compare(ours, portable, default, opencv_floor(frames[0], frames[1], algo)[None]),
                           "mean_epe_to_truth": {k: round(v, 5) for k, v in to_truth.items()}}), flush=True)
+
+
+def cuda_variant(pairs: int, every: int, batch: int) -> None:
+    from i3d_convert.flow.tvl1_cuda_variant import tvl1_cuda_flow_batch
+
+    gray = gif_gray()
+    starts = list(range(0, min(pairs, len(gray) - 1), every))
+    cpu = tvl1.tvl1_flow(gray[: starts[-1] + 2])[starts]
+    t = torch.from_numpy(gray)
+    cuda = np.concatenate([tvl1_cuda_flow_batch(t[starts[s:s + batch]], t[[k + 1 for k in starts[s:s + batch]]]).numpy()
+                           for s in range(0, len(starts), batch)])
+    e = epe(cuda, cpu)
+    print(json.dumps({"set": "gif", "pairs": starts, "cuda_variant_vs_opencv_cpu": summary(e),
+                      "worst_pair_mean_epe": round(float(e.reshape(len(e), -1).mean(1).max()), 5),
+                      "mean_flow_magnitude": {"cpu": round(float(np.linalg.norm(cpu, axis=-1).mean()), 4),
+                                              "cuda_variant": round(float(np.linalg.norm(cuda, axis=-1).mean()), 4)},
+                      "pool_rel_l2": pool_rel_l2(cuda, cpu)}), flush=True)
+    for name, motion in MOTIONS.items():
+        frames, truth = textured_pair(224, 224, seed=len(name), **motion)
+        ref = tvl1.tvl1_flow(frames)[0]
+        f = torch.from_numpy(frames)
+        ours = tvl1_cuda_flow_batch(f[:1], f[1:])[0].numpy()
+        inner = (slice(8, -8), slice(8, -8))
+        print(json.dumps({"set": name, "cuda_variant_vs_opencv_cpu": summary(epe(ours, ref)),
+                          "mean_epe_to_truth": {"opencv_cpu": round(float(epe(ref, truth)[inner].mean()), 5),
+                                                "cuda_variant": round(float(epe(ours, truth)[inner].mean()), 5)}}),
+              flush=True)
 
 
 def timed(fn, warmup=None) -> float:
@@ -195,6 +233,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--accuracy", action="store_true")
     ap.add_argument("--speed", action="store_true")
+    ap.add_argument("--cuda-variant", action="store_true", help="OpenCV's CUDA algorithm against its CPU one")
     ap.add_argument("--pairs", type=int, default=78, help="accuracy: GIF pairs (the first N)")
     ap.add_argument("--every", type=int, default=1, help="accuracy: every K-th of those pairs")
     ap.add_argument("--batch", type=int, default=8, help="accuracy: torch batch")
@@ -206,6 +245,8 @@ def main() -> None:
     print("#", describe(machine_info(torch.get_num_threads())), flush=True)
     if args.accuracy:
         accuracy(args.pairs, args.every, args.batch)
+    if args.cuda_variant:
+        cuda_variant(args.pairs, args.every, args.batch)
     if args.speed:
         sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
         speed(sizes, [int(b) for b in args.batches.split(",")], args.threads, args.compiled)

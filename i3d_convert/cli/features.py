@@ -133,6 +133,9 @@ def features(
     device: str = typer.Option("auto", "--device", help="auto (cuda:LOCAL_RANK if present, else cpu), cpu or cuda."),
     flow_backend: str = typer.Option("opencv", "--flow-backend",
                                      help="TV-L1: opencv (reference, faster on the CPU) or torch (its PyTorch port)."),
+    flow_algorithm: str = typer.Option("opencv-cpu", "--flow-algorithm",
+                                       help="TV-L1: opencv-cpu (OpenCV's CPU DualTVL1) or opencv-cuda (OpenCV's "
+                                            "cuda::OpticalFlowDual_TVL1, a different algorithm; --flow-backend torch)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader processes decoding videos and computing flow while the model runs (default: CPU 0 for RGB, one per core up to 4 with flow; GPU half the cores up to 4)."),
     fail_fast: bool = typer.Option(False, "--fail-fast/--no-fail-fast", help="Stop at the first video that fails."),
     checkpoint_seconds: float = typer.Option(300.0, "--checkpoint-seconds",
@@ -153,7 +156,8 @@ def features(
             raise I3DConvertError("give --stride or --feature-rate, not both")
         stride = stride_for_rate(decode.fps, feature_rate)
     settings = FeatureSettings(stream=stream, endpoint=endpoint, window=window, stride=stride,
-                               batch_size=batch_size, decode=decode, crops=crops, flow_backend=flow_backend)
+                               batch_size=batch_size, decode=decode, crops=crops, flow_backend=flow_backend,
+                               flow_algorithm=flow_algorithm)
     if not _is_dataset_run(source, output) or source.suffix.lower() == ".npy":
         from i3d_convert.cli.features_single import SingleRun, run_single
 

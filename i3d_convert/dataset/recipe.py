@@ -15,14 +15,15 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 
 from i3d_convert.dataset.crops import crop_count
 from i3d_convert.errors import I3DConvertError
-from i3d_convert.flow.backends import BACKENDS, tvl1_flow
+from i3d_convert.flow.backends import ALGORITHMS, BACKENDS, tvl1_flow
 from i3d_convert.flow.tvl1 import TVL1Params, flow_to_input
+from i3d_convert.flow.tvl1_cuda_variant import TVL1CudaParams
 from i3d_convert.io.video_decode import DecodeOptions
 
 STREAMS = ("rgb", "flow", "both")
@@ -43,6 +44,8 @@ class FeatureSettings:
 
     ``decode``: frame rate, resize and crop; ``flow``: the TV-L1 parameters; ``flow_backend``:
     ``opencv`` (the reference) or ``torch`` (the PyTorch port, on the CPU of the decoding worker);
+    ``flow_algorithm``: ``opencv-cpu`` or ``opencv-cuda`` (OpenCV's CUDA TV-L1, torch backend only;
+    ``flow`` then holds :class:`TVL1CudaParams`, mapped from ``TVL1Params`` if given those);
     ``crops``: ``center``, ``five`` or ``ten`` crops of the resized frame per window
     (:mod:`~i3d_convert.dataset.crops`).
     """
@@ -53,9 +56,10 @@ class FeatureSettings:
     stride: Optional[int] = None
     batch_size: int = 4
     decode: DecodeOptions = field(default_factory=DecodeOptions)
-    flow: TVL1Params = field(default_factory=TVL1Params)
+    flow: Union[TVL1Params, TVL1CudaParams] = field(default_factory=TVL1Params)
     crops: str = "center"
     flow_backend: str = "opencv"
+    flow_algorithm: str = "opencv-cpu"
 
     def __post_init__(self) -> None:
         from i3d_convert.dataset.features import FEATURE_ENDPOINTS
@@ -75,6 +79,16 @@ class FeatureSettings:
             raise I3DConvertError(f"{self.crops} crops need a crop size (--crop) of the resized frame")
         if self.flow_backend not in BACKENDS:
             raise I3DConvertError(f"flow backend must be one of {', '.join(BACKENDS)}, got {self.flow_backend!r}")
+        if self.flow_algorithm not in ALGORITHMS:
+            raise I3DConvertError(f"flow algorithm must be one of {', '.join(ALGORITHMS)}, got {self.flow_algorithm!r}")
+        if self.flow_algorithm == "opencv-cuda":
+            if self.flow_backend != "torch":
+                raise I3DConvertError("flow algorithm opencv-cuda runs on the torch backend only "
+                                      "(opencv-python has no CUDA): add --flow-backend torch")
+            if isinstance(self.flow, TVL1Params):  # the flow stream then passes TVL1CudaParams on
+                object.__setattr__(self, "flow", TVL1CudaParams.from_cpu(self.flow))
+        elif not isinstance(self.flow, TVL1Params):
+            raise I3DConvertError("flow_algorithm opencv-cpu takes TVL1Params")
 
     @property
     def streams(self) -> tuple:
@@ -92,6 +106,8 @@ class FeatureSettings:
             out["tvl1_path"] = FLOW_PATH
             if self.flow_backend != "opencv":  # OpenCV's records keep their key
                 out["flow_backend"] = self.flow_backend
+            if self.flow_algorithm != "opencv-cpu":  # and so do the CPU algorithm's
+                out["flow_algorithm"] = self.flow_algorithm
         if self.crops != "center":  # absent for centre crops: outputs made before crops existed stay current
             out["crops"] = self.crops
         return out
@@ -116,8 +132,10 @@ def rgb_input(frames: np.ndarray) -> np.ndarray:
     return frames.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
 
 
-def flow_input(frames: np.ndarray, params: TVL1Params, backend: str = "opencv") -> np.ndarray:
-    """uint8 ``[T, H, W, 3]`` -> TV-L1 flow input ``[T - 1, H, W, 2]`` in [-1, 1] (field ``t``: frame ``t`` to ``t + 1``)."""
+def flow_input(frames: np.ndarray, params: Union[TVL1Params, TVL1CudaParams], backend: str = "opencv") -> np.ndarray:
+    """uint8 ``[T, H, W, 3]`` -> TV-L1 flow input ``[T - 1, H, W, 2]`` in [-1, 1] (field ``t``: frame ``t`` to ``t + 1``).
+
+    The algorithm follows the parameters' class (``TVL1CudaParams``: OpenCV's CUDA variant)."""
     if frames.shape[0] < 2:
         raise I3DConvertError(f"flow needs at least 2 frames, the video has {frames.shape[0]}")
     return flow_to_input(tvl1_flow(frames, params, backend=backend))

@@ -1,5 +1,9 @@
 """TV-L1 flow of a frame sequence on a chosen backend: OpenCV (reference) or the PyTorch port.
 
+Two algorithms: ``"opencv-cpu"`` (default), OpenCV's CPU ``DualTVL1OpticalFlow``, on either backend;
+``"opencv-cuda"``, OpenCV's ``cuda::OpticalFlowDual_TVL1`` (a different algorithm, see
+:mod:`i3d_convert.flow.tvl1_cuda_variant`), on the torch backend only (opencv-python has no CUDA).
+
 ``torch``: :func:`i3d_convert.flow.tvl1_torch.tvl1_flow_batch`, batched over frame pairs, on any
 device. ``opencv``: ``cv2.optflow.DualTVL1OpticalFlow`` pair by pair (:func:`tvl1.tvl1_flow`).
 The default is the faster of the two on the device in use, as measured by bench/flow.py
@@ -8,7 +12,7 @@ The default is the faster of the two on the device in use, as measured by bench/
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -16,10 +20,13 @@ import torch
 from i3d_convert.errors import I3DConvertError
 from i3d_convert.flow import tvl1
 from i3d_convert.flow.tvl1 import TVL1Params
+from i3d_convert.flow.tvl1_cuda_variant import TVL1CudaParams
 
-__all__ = ["BACKENDS", "default_backend", "tvl1_flow"]
+__all__ = ["ALGORITHMS", "BACKENDS", "default_backend", "tvl1_flow"]
 
 BACKENDS = ("torch", "opencv")
+#: OpenCV's CPU Dual TV-L1 and OpenCV's CUDA one (a different algorithm: docs/features.md).
+ALGORITHMS = ("opencv-cpu", "opencv-cuda")
 
 #: Frame pairs per torch batch when ``batch_size`` is not given (CPU; CUDA sizes by memory).
 CPU_BATCH = 8
@@ -39,31 +46,58 @@ def _batch_for(device: torch.device, height: int, width: int) -> int:
     return max(1, min(256, int(0.5 * free) // (_BYTES_PER_PIXEL * height * width)))
 
 
-def tvl1_flow(frames: Union[np.ndarray, torch.Tensor], params: Optional[TVL1Params] = None,
+def _algorithm_params(params: Union[TVL1Params, TVL1CudaParams, None],
+                      algorithm: Optional[str]) -> Tuple[str, Union[TVL1Params, TVL1CudaParams]]:
+    """``(algorithm, params)`` with the algorithm named or read from the parameters' class."""
+    if algorithm is None:
+        algorithm = "opencv-cuda" if isinstance(params, TVL1CudaParams) else "opencv-cpu"
+    if algorithm not in ALGORITHMS:
+        raise I3DConvertError(f"flow algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+    if algorithm == "opencv-cuda":
+        if params is None or isinstance(params, TVL1Params):
+            params = TVL1CudaParams.from_cpu(params or TVL1Params())
+    elif isinstance(params, TVL1CudaParams):
+        raise I3DConvertError("TVL1CudaParams are the opencv-cuda algorithm's; pass TVL1Params for opencv-cpu")
+    return algorithm, params
+
+
+def tvl1_flow(frames: Union[np.ndarray, torch.Tensor], params: Union[TVL1Params, TVL1CudaParams, None] = None,
               backend: Optional[str] = None, device: Union[str, torch.device, None] = None,
-              batch_size: Optional[int] = None) -> np.ndarray:
+              batch_size: Optional[int] = None, algorithm: Optional[str] = None) -> np.ndarray:
     """TV-L1 optical flow between consecutive frames (DeepMind's kinetics-i3d flow).
 
     Args:
         frames: uint8 ``[T, H, W]`` gray or ``[T, H, W, 3]`` RGB (numpy or a CPU tensor), ``T >= 2``.
-        params: OpenCV's parameters (default :class:`TVL1Params()`, OpenCV's defaults).
-        backend: ``"torch"`` or ``"opencv"``; ``None`` picks :func:`default_backend` for ``device``.
+        params: OpenCV's parameters: :class:`TVL1Params` (default ``TVL1Params()``, OpenCV's
+            defaults), or for ``opencv-cuda`` :class:`~i3d_convert.flow.tvl1_cuda_variant.TVL1CudaParams`
+            (``TVL1Params`` are mapped by ``TVL1CudaParams.from_cpu``; the defaults map onto the defaults).
+        backend: ``"torch"`` or ``"opencv"``; ``None`` picks :func:`default_backend` for ``device``
+            (``"torch"`` for ``opencv-cuda``).
         device: torch backend only: where the flow runs (default CPU).
         batch_size: torch backend only: pairs per batch (default 8 on the CPU; on CUDA as many as
             half the free memory holds).
+        algorithm: ``"opencv-cpu"`` or ``"opencv-cuda"``; ``None``: ``opencv-cuda`` for
+            ``TVL1CudaParams``, else ``opencv-cpu``. ``opencv-cuda`` runs on the torch backend only.
 
     Returns:
         float32 ``[T - 1, H, W, 2]`` in pixels: channel 0 = x (+ right), 1 = y (+ down); field
         ``t`` is the flow from frame ``t`` to frame ``t + 1``.
     """
-    backend = backend or default_backend(device)
+    algorithm, params = _algorithm_params(params, algorithm)
+    backend = backend or ("torch" if algorithm == "opencv-cuda" else default_backend(device))
     if backend not in BACKENDS:
         raise I3DConvertError(f"flow backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "opencv" and algorithm == "opencv-cuda":
+        raise I3DConvertError("flow algorithm opencv-cuda runs on the torch backend only "
+                              "(opencv-python wheels have no CUDA): use backend='torch'")
     if isinstance(frames, torch.Tensor):
         frames = frames.cpu().numpy()
     if backend == "opencv":
         return tvl1.tvl1_flow(frames, params)
-    from i3d_convert.flow.tvl1_torch import tvl1_flow_batch
+    if algorithm == "opencv-cuda":
+        from i3d_convert.flow.tvl1_cuda_variant import tvl1_cuda_flow_batch as tvl1_flow_batch
+    else:
+        from i3d_convert.flow.tvl1_torch import tvl1_flow_batch
 
     gray = tvl1.to_gray(frames)
     if gray.shape[0] < 2:
