@@ -101,9 +101,10 @@ class FeatureSettings:
                "decode": {k: _json_value(k, v) for k, v in asdict(self.decode).items()}}
         if "flow" in self.streams:
             out["flow"] = asdict(self.flow)
-            # both backends compute OpenCV's portable path (flow/tvl1.py: portable_opencv), bit for
-            # bit; flows made before on OpenCV's default path (IPP, FMA) differ slightly: recompute
-            out["tvl1_path"] = FLOW_PATH
+            if self.flow_algorithm == "opencv-cpu":
+                # both backends compute OpenCV's portable path (flow/tvl1.py: portable_opencv), bit
+                # for bit; flows made before on OpenCV's default path (IPP, FMA) differ: recompute
+                out["tvl1_path"] = FLOW_PATH
             if self.flow_backend != "opencv":  # OpenCV's records keep their key
                 out["flow_backend"] = self.flow_backend
             if self.flow_algorithm != "opencv-cpu":  # and so do the CPU algorithm's
