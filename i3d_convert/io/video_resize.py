@@ -56,6 +56,36 @@ def _pil_resize(rgb: np.ndarray, new_w: int, new_h: int) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).resize((new_w, new_h), Image.Resampling.BILINEAR))
 
 
+def _even_crop_for_aspect(width: int, height: int, low: float = 9 / 16, high: float = 16 / 9) -> Tuple[int, int, int, int]:
+    """``(left, top, width, height)`` of the centre crop that brings the aspect ratio into
+    ``[low, high]`` (MediaPipe's scale_image_utils FindCropDimensions: the cut side truncated to
+    an even number of pixels, the offset floored)."""
+    aspect = width / height
+    if aspect > high:
+        new_w = int(height * high) // 2 * 2
+        return (width - new_w) // 2, 0, new_w, height
+    if aspect < low:
+        new_h = int(width / low) // 2 * 2
+        return 0, (height - new_h) // 2, width, new_h
+    return 0, 0, width, height
+
+
+def mediapipe_scale(rgb: np.ndarray, size: int) -> np.ndarray:
+    """MediaPipe's ScaleImageCalculator as its Kinetics graph configures it (target ``size`` x
+    ``size``, ``preserve_aspect_ratio: false``, other options default): the aspect-ratio crop,
+    then cv2.resize to ``size`` x ``size`` with INTER_AREA when neither side grows, else
+    INTER_CUBIC (MediaPipe enlarges in 16-bit linear light; here on the sRGB values: see
+    docs/features.md). uint8 ``[H, W, 3]`` -> uint8 ``[size, size, 3]``."""
+    import cv2  # noqa: PLC0415  (opencv is in the [video] extra)
+
+    left, top, width, height = _even_crop_for_aspect(rgb.shape[1], rgb.shape[0])
+    rgb = np.ascontiguousarray(rgb[top: top + height, left: left + width])
+    if (width, height) == (size, size):
+        return rgb
+    shrink = width >= size and height >= size
+    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+
+
 def resize_and_crop(rgb: np.ndarray, options: DecodeOptions = DecodeOptions()) -> np.ndarray:
     """Apply the spatial part of the recipe to one frame.
 
@@ -67,6 +97,8 @@ def resize_and_crop(rgb: np.ndarray, options: DecodeOptions = DecodeOptions()) -
     """
     if options.resize_mode == "none":
         return rgb
+    if options.resize_mode == "mediapipe":
+        return mediapipe_scale(rgb, options.crop)
     h, w = rgb.shape[:2]
     crop = options.crop
     if options.resize_shorter is not None:
