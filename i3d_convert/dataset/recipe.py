@@ -56,7 +56,7 @@ class FeatureSettings:
     (:mod:`~i3d_convert.dataset.crops`); ``flow_region``: ``resized`` (TV-L1 on the whole resized
     frame, then the RGB crop boxes cut from the field) or ``crop`` (TV-L1 on each crop's frames);
     ``recipe``: ``deepmind`` or ``mediapipe`` (RGB and flow round-tripped through MediaPipe's JPEG
-    storage; use :func:`mediapipe_settings` for its decode options too).
+    storage; use :func:`recipe_settings` for its decode options too).
     """
 
     stream: str = "rgb"
@@ -228,13 +228,29 @@ def decode_inputs(path, settings: FeatureSettings) -> Dict[str, np.ndarray]:
     return video_inputs(decode(path, settings.frame_options()), settings)
 
 
-def mediapipe_settings(**changes) -> FeatureSettings:
-    """MediaPipe's Kinetics graph (``tvl1_flow_and_rgb_from_file.pbtxt``) as settings: 25 fps by its
-    PacketResamplerCalculator, aspect ratio clamped to [9/16, 16/9] then 224x224 (INTER_AREA), TV-L1
-    on those frames, flow and RGB stored as JPEG. ``changes``: other :class:`FeatureSettings` fields."""
-    decode = changes.pop("decode", None) or DecodeOptions(
-        fps=25.0, sampling="mediapipe", resize_mode="mediapipe", resize_shorter=None, crop=224)
-    return FeatureSettings(decode=decode, recipe="mediapipe", **changes)
+#: MediaPipe's Kinetics graph's frames: 25 fps by its PacketResamplerCalculator, aspect ratio
+#: clamped to [9/16, 16/9], then 224x224 ignoring the aspect ratio (INTER_AREA when shrinking).
+MEDIAPIPE_DECODE = DecodeOptions(fps=25.0, sampling="mediapipe", resize_mode="mediapipe", resize_shorter=None,
+                                 crop=224)
+
+
+def recipe_settings(recipe: str = "deepmind", **fields) -> FeatureSettings:
+    """:class:`FeatureSettings` of a named recipe. ``deepmind``: ``fields`` as given; ``mediapipe``:
+    MediaPipe's Kinetics graph (``tvl1_flow_and_rgb_from_file.pbtxt``, docs/features.md): its
+    frames (:data:`MEDIAPIPE_DECODE`, keeping ``fields["decode"].max_frames`` and its threads and
+    limits) and its JPEG storage of RGB and flow; its frames are not cropped, so ``crops`` must be
+    ``center`` and ``flow_region`` makes no difference."""
+    if recipe not in RECIPES:
+        raise I3DConvertError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
+    if recipe == "mediapipe":
+        given = fields.get("decode") or DecodeOptions()
+        fields["decode"] = dataclasses.replace(MEDIAPIPE_DECODE, max_frames=given.max_frames, threads=given.threads,
+                                               max_output_bytes=given.max_output_bytes,
+                                               image_folder_fps=given.image_folder_fps)
+        if fields.get("crops", "center") != "center":
+            raise I3DConvertError(f"the mediapipe recipe has no crops (its frames are 224x224 whole), "
+                                  f"got crops {fields['crops']!r}")
+    return FeatureSettings(recipe=recipe, **fields)
 
 
 def stride_for_rate(fps: Optional[float], features_per_second: float) -> int:
