@@ -248,8 +248,8 @@ def test_cli_flow_stream_with_its_weights_workers_and_fail_fast(video_folder, we
     flow = np.load(tmp_path / "all" / "clip1.mp4.npy")
     model = i3d("flow_imagenet", weights=weights["flow"], final_endpoint="Mixed_5c")
     frames = decode(video_folder / "a" / "clip1.mp4", DecodeOptions(fps=25, resize_shorter=40, crop=None))
-    flow = centre(flow_input(frames, SETTINGS.flow), 32)  # the default order: TV-L1 on the resized frame, then crop
-    expected = extract_features(model, flow, window=9, stride=9).features
+    field = centre(flow_input(frames, SETTINGS.flow), 32)  # the default order: TV-L1 on the resized frame, then crop
+    expected = extract_features(model, field, window=9, stride=9).features
     assert difference(flow, expected).rel_l2 <= 1e-6
 
 
