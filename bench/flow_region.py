@@ -126,34 +126,44 @@ def mediapipe_storage(frames: np.ndarray) -> dict:
     from i3d_convert.dataset.mediapipe import flow_to_image, image_to_flow, stored_flow
     from i3d_convert.io.video_resize import mediapipe_scale
 
-    flow = tvl1.tvl1_flow(np.stack([mediapipe_scale(f, CROP) for f in frames]))
+    scaled = np.stack([mediapipe_scale(f, 256) for f in frames])  # the graph's ScaleImageCalculator: 256x340
+    flow = tvl1.tvl1_flow(scaled)
     epe = np.linalg.norm(stored_flow(flow) - flow, axis=-1)
     quantised = np.linalg.norm(image_to_flow(flow_to_image(flow)) - flow, axis=-1)
-    record = {"what": "mediapipe_flow_storage", "pairs": int(flow.shape[0]), "epe_mean": round(float(epe.mean()), 4),
+    record = {"what": "mediapipe_flow_storage", "frame": "x".join(map(str, scaled.shape[1:3])),
+              "pairs": int(flow.shape[0]), "epe_mean": round(float(epe.mean()), 4),
               "epe_p99": round(float(np.percentile(epe, 99)), 4),
               "quantisation_only_epe_mean": round(float(quantised.mean()), 4)}
     try:
         import tensorflow as tf
     except ImportError:
         return record
-    levels = []
-    for image in flow_to_image(flow):
-        data = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 100])[1]
-        ours = cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1].astype(int)
-        theirs = tf.image.decode_jpeg(data.tobytes()).numpy().astype(int)
-        levels.append(np.abs(ours - theirs))
-    levels = np.stack(levels)
-    record.update({"tf_version": tf.__version__, "cv2_vs_tf_decoder_max_levels": int(levels.max()),
-                   "cv2_vs_tf_decoder_pixels_differing": round(float((levels.max(axis=-1) > 0).mean()), 5)})
+    for kind, images in (("flow", flow_to_image(flow)), ("rgb", scaled)):
+        for method in ("", "INTEGER_ACCURATE"):
+            levels = []
+            for image in images:
+                data = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 100])[1]
+                ours = cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1].astype(int)
+                theirs = tf.image.decode_jpeg(data.tobytes(), dct_method=method).numpy().astype(int)
+                levels.append(np.abs(ours - theirs))
+            levels = np.stack(levels)
+            label = f"{kind}_cv2_vs_tf_{method.lower() or 'default'}"
+            record.update({f"{label}_max_levels": int(levels.max()),
+                           f"{label}_pixels_differing": round(float((levels.max(axis=-1) > 0).mean()), 5)})
+    record["tf_version"] = tf.__version__
     return record
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=8, help="frame pairs per source (default 8)")
+    parser.add_argument("--mediapipe-only", action="store_true", help="only the MediaPipe storage record")
     args = parser.parse_args()
     info = machine_info(threads=1)
     print(describe(info), "| load:", " ".join(f"{x:.2f}" for x in os.getloadavg()), flush=True)
+    if args.mediapipe_only:
+        print(json.dumps(mediapipe_storage(generated(5))), flush=True)
+        return
     sources = {
         "sample_gif_224_to_256x256": decode(GIF, DecodeOptions(crop=None))[: args.pairs + 1],
         "generated_256x341": generated(args.pairs + 1),

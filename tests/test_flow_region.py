@@ -48,7 +48,7 @@ def test_crop_first_flow_keeps_the_keys_outputs_were_made_with_and_the_default_o
 
 
 @pytest.mark.parametrize("decode", [DecodeOptions(crop=None), DecodeOptions(resize_mode="none"),
-                                    DecodeOptions(resize_mode="mediapipe", crop=224)])
+                                    DecodeOptions(resize_mode="mediapipe", crop=None)])
 def test_without_a_crop_both_orders_are_one_setting_with_one_key(decode):
     resized, crop = (FeatureSettings(stream="both", decode=decode, flow_region=r) for r in ("resized", "crop"))
     assert resized.key() == crop.key() and "flow_region" not in resized.describe()
@@ -60,8 +60,8 @@ def test_an_unknown_flow_region_or_recipe_is_refused_in_one_line():
         FeatureSettings(flow_region="full")
     with pytest.raises(I3DConvertError, match="recipe must be one of deepmind, mediapipe"):
         recipe_settings("tfhub")
-    with pytest.raises(I3DConvertError, match="mediapipe recipe has no crops"):
-        recipe_settings("mediapipe", crops="five")
+    with pytest.raises(I3DConvertError, match="mediapipe recipe computes flow on the whole scaled frame"):
+        recipe_settings("mediapipe", stream="flow", flow_region="crop")
 
 
 # --------------------------------------------------------------------------- the resized order
@@ -116,21 +116,25 @@ def test_resized_order_buffers_whole_frames_bounded_by_the_window(tmp_path):
 # --------------------------------------------------------------------------- the MediaPipe recipe
 
 
-@pytest.mark.parametrize("height,width,box", [(90, 120, (0, 0, 120, 90)),  # 4:3: no aspect crop
-                                              (60, 150, (22, 0, 106, 60)),  # 2.5:1: 16:9 centre crop, even width
-                                              (100, 40, (0, 15, 40, 70)),  # 1:2.5: 9:16 crop, even height
-                                              (40, 100, (15, 0, 70, 40))])  # wider than 16:9, smaller than 64: enlarged
-def test_mediapipe_frames_are_the_aspect_crop_then_cv2_resize_to_a_square(tmp_path, height, width, box):
+@pytest.mark.parametrize("height,width,box,size", [
+    (90, 120, (0, 0, 120, 90), (84, 64)),  # 4:3: no aspect crop; width int(64 / 90 * 120) = 85 -> even 84
+    (60, 150, (22, 0, 106, 60), (112, 64)),  # 2.5:1: 16:9 centre crop (106, even), enlarged
+    (100, 40, (0, 15, 40, 70), (36, 64)),  # 1:2.5: 9:16 centre crop (70, even)
+    (40, 100, (15, 0, 70, 40), (112, 64))])  # wider than 16:9 and enlarged
+def test_mediapipe_frames_are_the_aspect_crop_then_cv2_resize_to_the_height(tmp_path, height, width, box, size):
     frames = sliding_frames(3, height, width, seed=5)
     path = tmp_path / "clip.mkv"
     write_test_video(path, frames, fps=25)  # lossless
-    got = decode(path, DecodeOptions(fps=None, resize_mode="mediapipe", crop=64))
+    got = decode(path, DecodeOptions(fps=None, resize_mode="mediapipe", resize_shorter=64, crop=None))
+    cropped = decode(path, DecodeOptions(fps=None, resize_mode="mediapipe", resize_shorter=64, crop=30))
     left, top, w, h = box
-    shrink = w >= 64 and h >= 64
-    for frame, out in zip(frames, got):
-        expected = cv2.resize(np.ascontiguousarray(frame[top: top + h, left: left + w]), (64, 64),
+    shrink = w >= size[0] and h >= size[1]
+    for frame, out, centre in zip(frames, got, cropped):
+        expected = cv2.resize(np.ascontiguousarray(frame[top: top + h, left: left + w]), size,
                               interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
         np.testing.assert_array_equal(out, expected)
+        y0, x0 = (size[1] - 30) // 2, (size[0] - 30) // 2
+        np.testing.assert_array_equal(centre, expected[y0: y0 + 30, x0: x0 + 30])
 
 
 def test_mediapipe_area_shrink_by_two_is_the_mean_of_each_2x2_block():
@@ -161,26 +165,29 @@ def test_jpeg_quality_100_keeps_a_smooth_image_within_a_few_levels():
 
 
 @needs_tvl1
-def test_mediapipe_recipe_streams_like_its_whole_video_path_and_stores_flow_as_jpeg(video):
+def test_mediapipe_recipe_streams_like_its_whole_video_path_and_stores_whole_frames_and_flow_as_jpeg(video):
     settings = FeatureSettings(stream="both", window=8, stride=8, batch_size=1, recipe="mediapipe",
-                               decode=DecodeOptions(fps=25, sampling="mediapipe", resize_mode="mediapipe", crop=32))
+                               decode=DecodeOptions(fps=25, sampling="mediapipe", resize_mode="mediapipe",
+                                                    resize_shorter=40, crop=32))
     batches = list(VideoWindows(video, settings))
-    inputs = video_inputs(decode(video, settings.decode), settings)
+    inputs = video_inputs(decode(video, settings.frame_options()), settings)
     assert len(batches) == 2
     for k, batch in enumerate(batches):
         for stream in ("rgb", "flow"):
             np.testing.assert_array_equal(batch.inputs[stream][:, 0], inputs[stream][:, 8 * k: 8 * k + 8])
-    frames = decode(video, settings.decode)[:9]  # 40x60 -> 32x32 ignoring the aspect ratio
-    tvl1 = opencv_flow_input(frames) * 20
-    stored = np.stack([cv2.imdecode(cv2.imencode(".jpg", flow_to_image(f)[..., ::-1],
-                                                 [cv2.IMWRITE_JPEG_QUALITY, 100])[1], cv2.IMREAD_COLOR)[..., ::-1]
-                       for f in tvl1])
+
+    def jpeg(image):
+        data = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 100])[1]
+        return cv2.imdecode(data, cv2.IMREAD_COLOR)[..., ::-1]
+
+    frames = decode(video, DecodeOptions(fps=25, sampling="mediapipe", resize_mode="none"))[:9]  # 40x60 already
+    box = (slice(None), slice(4, 36), slice(14, 46))
+    stored = np.stack([jpeg(flow_to_image(f)) for f in opencv_flow_input(frames) * 20])  # the whole field
     expected = np.clip((stored[..., :2] / 255.0 - 0.5) * 40, -20, 20) / 20
-    np.testing.assert_allclose(batches[0].inputs["flow"][0, 0], expected, atol=1e-6)
-    jpeg = np.stack([cv2.imdecode(cv2.imencode(".jpg", f[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 100])[1],
-                                  cv2.IMREAD_COLOR)[..., ::-1] for f in frames[:8]])
-    np.testing.assert_array_equal(batches[0].inputs["rgb"][0, 0], jpeg)  # RGB went through JPEG too
-    assert not np.array_equal(jpeg, frames[:8])
+    np.testing.assert_allclose(batches[0].inputs["flow"][0, 0], expected[box], atol=1e-6)
+    rgb = np.stack([jpeg(f) for f in frames[:8]])[box]  # the whole frame through JPEG, then the crop
+    np.testing.assert_array_equal(batches[0].inputs["rgb"][0, 0], rgb)
+    assert not np.array_equal(rgb, frames[:8][box])
 
 
 def test_cli_recipe_and_flow_region_reach_the_settings_and_bad_values_fail_in_one_line(video, weights, tmp_path, cli,
@@ -197,9 +204,10 @@ def test_cli_recipe_and_flow_region_reach_the_settings_and_bad_values_fail_in_on
     common = ["-o", str(tmp_path / "out"), "--stream", "both", "--device", "cpu", "--quiet"]
     cli("features", str(video.parent), *common, "--recipe", "mediapipe")
     cli("features", str(video.parent), *common, "--flow-region", "crop")
-    assert seen[0].recipe == "mediapipe" and seen[0].decode.resize_mode == "mediapipe" and seen[0].decode.crop == 224
+    assert seen[0].recipe == "mediapipe" and seen[0].decode.resize_mode == "mediapipe"
+    assert (seen[0].decode.resize_shorter, seen[0].decode.crop, seen[0].decode.sampling) == (256, 224, "mediapipe")
     assert seen[1].flow_region == "crop" and seen[1].recipe == "deepmind"
     for args, message in ((["--flow-region", "whole"], "flow region must be one of resized, crop"),
-                          (["--recipe", "mediapipe", "--crops", "ten"], "mediapipe recipe has no crops")):
+                          (["--recipe", "mediapipe", "--flow-region", "crop"], "does not apply")):
         code, _, err = cli("features", str(video.parent), *common, *args)
         assert code != 0 and message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

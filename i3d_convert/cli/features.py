@@ -137,9 +137,9 @@ def features(
                                     help="resized: TV-L1 on the whole resized frame, then the RGB crop(s) cut from "
                                          "the field (kinetics-i3d's order); crop: TV-L1 on each crop's frames."),
     recipe: str = typer.Option("deepmind", "--recipe",
-                               help="deepmind (--fps/--resize/--crop as given) or mediapipe (MediaPipe's Kinetics "
-                                    "graph: 25 fps, 224x224 ignoring aspect, JPEG-stored RGB and flow; "
-                                    "replaces --fps/--resize/--crop)."),
+                               help="deepmind (--fps/--resize as given) or mediapipe (MediaPipe's Kinetics graph: "
+                                    "its 25 fps sampling, height 256 by cv2 INTER_AREA, TV-L1 on that frame, "
+                                    "RGB and flow stored as JPEG; replaces --fps/--resize, then --crop/--crops)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader processes decoding videos and computing flow while the model runs (default: CPU 0 for RGB, one per core up to 4 with flow; GPU half the cores up to 4)."),
     fail_fast: bool = typer.Option(False, "--fail-fast/--no-fail-fast", help="Stop at the first video that fails."),
     checkpoint_seconds: float = typer.Option(300.0, "--checkpoint-seconds",

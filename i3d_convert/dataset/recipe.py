@@ -85,7 +85,7 @@ class FeatureSettings:
         if self.batch_size < 1:
             raise I3DConvertError(f"batch_size must be at least 1, got {self.batch_size}")
         crop_count(self.crops)
-        if self.crops != "center" and (self.decode.crop is None or self.decode.resize_mode != "deepmind"):
+        if self.crops != "center" and self.crop_size is None:
             raise I3DConvertError(f"{self.crops} crops need a crop size (--crop) of the resized frame")
         if self.flow_backend not in BACKENDS:
             raise I3DConvertError(f"flow backend must be one of {', '.join(BACKENDS)}, got {self.flow_backend!r}")
@@ -93,12 +93,15 @@ class FeatureSettings:
             raise I3DConvertError(f"flow region must be one of {', '.join(FLOW_REGIONS)}, got {self.flow_region!r}")
         if self.recipe not in RECIPES:
             raise I3DConvertError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+        if self.recipe == "mediapipe" and self.flow_region != "resized":
+            raise I3DConvertError("the mediapipe recipe computes flow on the whole scaled frame: "
+                                  f"flow region {self.flow_region!r} does not apply")
 
     @property
     def crop_size(self) -> Optional[int]:
         """The side of the crop(s) cut from the resized frame, or None when frames are not cropped
-        (``resize_mode="none"`` ignores ``decode.crop``; MediaPipe's resize has no crop)."""
-        return self.decode.crop if self.decode.resize_mode == "deepmind" else None
+        (``resize_mode="none"`` ignores ``decode.crop``)."""
+        return None if self.decode.resize_mode == "none" else self.decode.crop
 
     @property
     def flow_on_resized(self) -> bool:
@@ -109,8 +112,9 @@ class FeatureSettings:
     @property
     def crops_after_decoding(self) -> bool:
         """Whether the crops are cut from the whole decoded (resized) frame rather than by the
-        decoder: five/ten crops, or flow on the resized frame."""
-        return self.crop_size is not None and (self.crops != "center" or self.flow_on_resized)
+        decoder: five/ten crops, flow on the resized frame, or MediaPipe's JPEG of the whole frame."""
+        return self.crop_size is not None and (self.crops != "center" or self.flow_on_resized
+                                               or self.recipe == "mediapipe")
 
     def frame_options(self) -> DecodeOptions:
         """The decoder's options for this recipe's frames: ``decode`` without its crop when
@@ -175,12 +179,11 @@ def _cut(frame: np.ndarray, settings: FeatureSettings) -> np.ndarray:
 def rgb_crops(frame: np.ndarray, settings: FeatureSettings) -> np.ndarray:
     """One uint8 ``[H, W, 3]`` frame decoded with :meth:`FeatureSettings.frame_options` -> its uint8 RGB
     base crops ``[n, s, s, 3]`` (n = 1, or 5 before mirroring), stored as the recipe stores them."""
-    crops = _cut(frame, settings)
-    if settings.recipe == "mediapipe":
+    if settings.recipe == "mediapipe":  # stored whole as a JPEG, cropped when read
         from i3d_convert.dataset.mediapipe import jpeg_round_trip
 
-        crops = np.stack([jpeg_round_trip(c) for c in crops])
-    return crops
+        frame = jpeg_round_trip(frame)
+    return _cut(frame, settings)
 
 
 def flow_fields(frames: np.ndarray, settings: FeatureSettings) -> np.ndarray:
@@ -229,27 +232,25 @@ def decode_inputs(path, settings: FeatureSettings) -> Dict[str, np.ndarray]:
 
 
 #: MediaPipe's Kinetics graph's frames: 25 fps by its PacketResamplerCalculator, aspect ratio
-#: clamped to [9/16, 16/9], then 224x224 ignoring the aspect ratio (INTER_AREA when shrinking).
-MEDIAPIPE_DECODE = DecodeOptions(fps=25.0, sampling="mediapipe", resize_mode="mediapipe", resize_shorter=None,
+#: clamped to [9/16, 16/9], height 256 with the aspect ratio kept (INTER_AREA when shrinking); the
+#: centre 224 crop is the reader's choice (the graph stores whole frames), DeepMind's here.
+MEDIAPIPE_DECODE = DecodeOptions(fps=25.0, sampling="mediapipe", resize_mode="mediapipe", resize_shorter=256,
                                  crop=224)
 
 
 def recipe_settings(recipe: str = "deepmind", **fields) -> FeatureSettings:
     """:class:`FeatureSettings` of a named recipe. ``deepmind``: ``fields`` as given; ``mediapipe``:
-    MediaPipe's Kinetics graph (``tvl1_flow_and_rgb_from_file.pbtxt``, docs/features.md): its
-    frames (:data:`MEDIAPIPE_DECODE`, keeping ``fields["decode"].max_frames`` and its threads and
-    limits) and its JPEG storage of RGB and flow; its frames are not cropped, so ``crops`` must be
-    ``center`` and ``flow_region`` makes no difference."""
+    MediaPipe's Kinetics graph (``tvl1_flow_and_rgb_from_file.pbtxt``, docs/features.md): its frame
+    rate, sampling and scaling (:data:`MEDIAPIPE_DECODE`; from ``fields["decode"]`` it keeps the
+    crop, ``max_frames``, threads and limits), TV-L1 on the whole scaled frame and its JPEG storage
+    of RGB and flow, then the crop(s) of ``crops``."""
     if recipe not in RECIPES:
         raise I3DConvertError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
     if recipe == "mediapipe":
         given = fields.get("decode") or DecodeOptions()
-        fields["decode"] = dataclasses.replace(MEDIAPIPE_DECODE, max_frames=given.max_frames, threads=given.threads,
-                                               max_output_bytes=given.max_output_bytes,
-                                               image_folder_fps=given.image_folder_fps)
-        if fields.get("crops", "center") != "center":
-            raise I3DConvertError(f"the mediapipe recipe has no crops (its frames are 224x224 whole), "
-                                  f"got crops {fields['crops']!r}")
+        fields["decode"] = dataclasses.replace(given, fps=MEDIAPIPE_DECODE.fps, sampling=MEDIAPIPE_DECODE.sampling,
+                                               resize_mode=MEDIAPIPE_DECODE.resize_mode,
+                                               resize_shorter=MEDIAPIPE_DECODE.resize_shorter)
     return FeatureSettings(recipe=recipe, **fields)
 
 

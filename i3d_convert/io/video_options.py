@@ -27,10 +27,11 @@ class DecodeOptions:
         (other side ``round_half_up(long * resize_shorter / short)``), then a
         centre ``crop`` x ``crop`` crop with offsets ``((W-crop)//2, (H-crop)//2)``;
         ``"none"`` = frames at native resolution; ``"mediapipe"`` = MediaPipe's
-        ScaleImageCalculator in its Kinetics graph: a centre crop clamping the
-        aspect ratio to [9/16, 16/9], then ``crop`` x ``crop`` ignoring the
-        aspect ratio (cv2 INTER_AREA when shrinking both sides, INTER_CUBIC
-        otherwise; ``resize_shorter`` and ``resize_method`` unused).
+        ScaleImageCalculator as its Kinetics graph configures it: a centre crop
+        clamping the aspect ratio to [9/16, 16/9], the height resized to
+        ``resize_shorter`` (the width ``int(h' * w / h)`` made even; cv2
+        INTER_AREA when neither side grows, else INTER_CUBIC), then the centre
+        ``crop`` as in ``"deepmind"`` mode (``resize_method`` unused).
     resize_shorter / crop: ``None`` skips that step (in ``"deepmind"`` mode).
     resize_method: ``"pil"`` = Pillow ``BILINEAR`` on uint8 (antialiased when
         shrinking, plain bilinear when enlarging); ``"linear"`` = 2-tap
@@ -67,8 +68,8 @@ class DecodeOptions:
         if self.resize_shorter is not None and self.crop is not None and self.crop > self.resize_shorter:
             raise I3DConvertError(f"crop must be <= resize_shorter, got crop={self.crop}, "
                                   f"resize_shorter={self.resize_shorter}")
-        if self.resize_mode == "mediapipe" and self.crop is None:
-            raise I3DConvertError("resize_mode='mediapipe' needs crop, the side of its square output")
+        if self.resize_mode == "mediapipe" and self.resize_shorter is None:
+            raise I3DConvertError("resize_mode='mediapipe' needs resize_shorter, the height it scales to")
         if not self.image_folder_fps > 0:
             raise I3DConvertError(f"image_folder_fps must be > 0, got {self.image_folder_fps!r}")
         if not _is_int(self.max_output_bytes) or self.max_output_bytes <= 0:

@@ -70,20 +70,28 @@ def _even_crop_for_aspect(width: int, height: int, low: float = 9 / 16, high: fl
     return 0, 0, width, height
 
 
-def mediapipe_scale(rgb: np.ndarray, size: int) -> np.ndarray:
-    """MediaPipe's ScaleImageCalculator as its Kinetics graph configures it (target ``size`` x
-    ``size``, ``preserve_aspect_ratio: false``, other options default): the aspect-ratio crop,
-    then cv2.resize to ``size`` x ``size`` with INTER_AREA when neither side grows, else
-    INTER_CUBIC (MediaPipe enlarges in 16-bit linear light; here on the sRGB values: see
-    docs/features.md). uint8 ``[H, W, 3]`` -> uint8 ``[size, size, 3]``."""
+def _mediapipe_size(width: int, height: int, target_height: int) -> Tuple[int, int]:
+    """MediaPipe's FindOutputDimensions with only a target height, aspect kept: the height, and the
+    width ``int(target / height * width)`` (double arithmetic, that order), both made even."""
+    new_w = int(target_height / height * width) // 2 * 2
+    return max(new_w, 1), max(target_height // 2 * 2, 1)
+
+
+def mediapipe_scale(rgb: np.ndarray, target_height: int) -> np.ndarray:
+    """MediaPipe's ScaleImageCalculator as its Kinetics graph ``tvl1_flow_and_rgb_from_file.pbtxt``
+    configures it (``target_height`` 256, ``preserve_aspect_ratio: true``, other options default):
+    the aspect-ratio crop, then cv2.resize to :func:`_mediapipe_size` with INTER_AREA when neither
+    side grows (its open-source ImageResizer), else INTER_CUBIC (MediaPipe enlarges in 16-bit
+    linear light; here on the sRGB values: see docs/features.md). uint8 ``[H, W, 3]`` in and out."""
     import cv2  # noqa: PLC0415  (opencv is in the [video] extra)
 
     left, top, width, height = _even_crop_for_aspect(rgb.shape[1], rgb.shape[0])
     rgb = np.ascontiguousarray(rgb[top: top + height, left: left + width])
-    if (width, height) == (size, size):
+    new_w, new_h = _mediapipe_size(width, height, target_height)
+    if (new_w, new_h) == (width, height):
         return rgb
-    shrink = width >= size and height >= size
-    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    shrink = width >= new_w and height >= new_h
+    return cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
 
 
 def resize_and_crop(rgb: np.ndarray, options: DecodeOptions = DecodeOptions()) -> np.ndarray:
@@ -91,17 +99,19 @@ def resize_and_crop(rgb: np.ndarray, options: DecodeOptions = DecodeOptions()) -
 
     rgb: [H, W, 3] uint8. Returns [crop, crop, 3] uint8 in ``"deepmind"`` mode
     (the shorter side resized to ``options.resize_shorter`` first; either step
-    skipped when its option is None), or ``rgb`` itself in ``"none"`` mode.
+    skipped when its option is None), or ``rgb`` itself in ``"none"`` mode;
+    ``"mediapipe"`` mode: :func:`mediapipe_scale` to height ``resize_shorter``, then the crop.
     Crop offsets: ``((W-crop)//2, (H-crop)//2)``. A crop larger than the
     (resized) frame raises :class:`I3DConvertError`.
     """
     if options.resize_mode == "none":
         return rgb
-    if options.resize_mode == "mediapipe":
-        return mediapipe_scale(rgb, options.crop)
     h, w = rgb.shape[:2]
     crop = options.crop
-    if options.resize_shorter is not None:
+    if options.resize_mode == "mediapipe":
+        rgb = mediapipe_scale(rgb, options.resize_shorter)
+        h, w = rgb.shape[:2]
+    elif options.resize_shorter is not None:
         new_w, new_h = _target_size(w, h, options.resize_shorter)
         if (new_w, new_h) != (w, h):
             if options.resize_method == "pil":
