@@ -128,10 +128,16 @@ def test_mediapipe_frames_are_the_aspect_crop_then_cv2_resize_to_the_height(tmp_
     got = decode(path, DecodeOptions(fps=None, resize_mode="mediapipe", resize_shorter=64, crop=None))
     cropped = decode(path, DecodeOptions(fps=None, resize_mode="mediapipe", resize_shorter=64, crop=30))
     left, top, w, h = box
-    shrink = w >= size[0] and h >= size[1]
     for frame, out, centre in zip(frames, got, cropped):
-        expected = cv2.resize(np.ascontiguousarray(frame[top: top + h, left: left + w]), size,
-                              interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+        part = np.ascontiguousarray(frame[top: top + h, left: left + w])
+        if w >= size[0] and h >= size[1]:
+            expected = cv2.resize(part, size, interpolation=cv2.INTER_AREA)
+        else:  # enlarged in 16-bit linear light (MediaPipe's RescaleSrgbImage), sRGB curve per value
+            linear = [int(((v / 255 + 0.055) / 1.055) ** 2.4 * 65535 + 0.5) if v / 255 >= 0.04045
+                      else int(v / 255 / 12.92 * 65535 + 0.5) for v in range(256)]
+            big = cv2.resize(np.array(linear, np.uint16)[part], size, interpolation=cv2.INTER_CUBIC) / 65535.0
+            expected = np.where(big < 0.0031308, big * 12.92, 1.055 * big ** (1 / 2.4) - 0.055) * 255 + 0.5
+            expected = expected.astype(np.uint8)
         np.testing.assert_array_equal(out, expected)
         y0, x0 = (size[1] - 30) // 2, (size[0] - 30) // 2
         np.testing.assert_array_equal(centre, expected[y0: y0 + 30, x0: x0 + 30])

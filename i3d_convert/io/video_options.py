@@ -30,7 +30,8 @@ class DecodeOptions:
         ScaleImageCalculator as its Kinetics graph configures it: a centre crop
         clamping the aspect ratio to [9/16, 16/9], the height resized to
         ``resize_shorter`` (the width ``int(h' * w / h)`` made even; cv2
-        INTER_AREA when neither side grows, else INTER_CUBIC), then the centre
+        INTER_AREA when neither side grows, else INTER_CUBIC in 16-bit linear
+        light), then the centre
         ``crop`` as in ``"deepmind"`` mode (``resize_method`` unused).
     resize_shorter / crop: ``None`` skips that step (in ``"deepmind"`` mode).
     resize_method: ``"pil"`` = Pillow ``BILINEAR`` on uint8 (antialiased when

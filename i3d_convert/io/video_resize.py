@@ -77,12 +77,22 @@ def _mediapipe_size(width: int, height: int, target_height: int) -> Tuple[int, i
     return max(new_w, 1), max(target_height // 2 * 2, 1)
 
 
+def _srgb_luts() -> Tuple[np.ndarray, np.ndarray]:
+    """MediaPipe's image_frame_util LUTs: uint8 sRGB -> uint16 linear light, and back (256 and
+    65536 entries; the sRGB curve in double precision, ``+ .5`` then truncated)."""
+    i = np.arange(256, dtype=np.float64) / 255.0
+    to_linear = np.where(i < 0.04045, i / 12.92, ((i + 0.055) / 1.055) ** 2.4) * 65535.0 + 0.5
+    j = np.arange(65536, dtype=np.float64) / 65535.0
+    to_srgb = np.where(j < 0.0031308, j * 12.92, 1.055 * j ** (1 / 2.4) - 0.055) * 255.0 + 0.5
+    return to_linear.astype(np.uint16), to_srgb.astype(np.uint8)
+
+
 def mediapipe_scale(rgb: np.ndarray, target_height: int) -> np.ndarray:
     """MediaPipe's ScaleImageCalculator as its Kinetics graph ``tvl1_flow_and_rgb_from_file.pbtxt``
     configures it (``target_height`` 256, ``preserve_aspect_ratio: true``, other options default):
     the aspect-ratio crop, then cv2.resize to :func:`_mediapipe_size` with INTER_AREA when neither
-    side grows (its open-source ImageResizer), else INTER_CUBIC (MediaPipe enlarges in 16-bit
-    linear light; here on the sRGB values: see docs/features.md). uint8 ``[H, W, 3]`` in and out."""
+    side grows (its open-source ImageResizer), else INTER_CUBIC in 16-bit linear light
+    (RescaleSrgbImage). uint8 ``[H, W, 3]`` in and out."""
     import cv2  # noqa: PLC0415  (opencv is in the [video] extra)
 
     left, top, width, height = _even_crop_for_aspect(rgb.shape[1], rgb.shape[0])
@@ -90,8 +100,10 @@ def mediapipe_scale(rgb: np.ndarray, target_height: int) -> np.ndarray:
     new_w, new_h = _mediapipe_size(width, height, target_height)
     if (new_w, new_h) == (width, height):
         return rgb
-    shrink = width >= new_w and height >= new_h
-    return cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_CUBIC)
+    if width >= new_w and height >= new_h:
+        return cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    to_linear, to_srgb = _srgb_luts()
+    return to_srgb[cv2.resize(to_linear[rgb], (new_w, new_h), interpolation=cv2.INTER_CUBIC)]
 
 
 def resize_and_crop(rgb: np.ndarray, options: DecodeOptions = DecodeOptions()) -> np.ndarray:
