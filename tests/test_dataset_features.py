@@ -66,6 +66,12 @@ def weights(synthetic_checkpoint, tmp_path_factory) -> dict:
     return out
 
 
+def centre(frames: np.ndarray, size: int) -> np.ndarray:
+    """The centre ``size`` x ``size`` crop of ``[..., H, W, C]`` (offsets floored, as the decoder's)."""
+    top, left = (frames.shape[-3] - size) // 2, (frames.shape[-2] - size) // 2
+    return frames[..., top: top + size, left: left + size, :]
+
+
 def run_job(source: Path, outdir: Path, weights: dict, settings: FeatureSettings = SETTINGS, **kw):
     job = FeatureJob(source, outdir, settings, rgb_weights=str(weights["rgb"]), flow_weights=str(weights["flow"]),
                      device="cpu", **kw)
@@ -150,7 +156,10 @@ def test_two_streams_write_rgb_flow_and_joint_logits(video_folder, weights, tmp_
     assert set(arrays) == {"rgb", "flow", "joint"} and arrays["rgb"].shape == (1, 400)
     np.testing.assert_array_equal(arrays["joint"], arrays["rgb"] + arrays["flow"])
     frames = decode(video_folder / "a" / "clip1.mp4", settings.decode)
-    flow = flow_input(frames, settings.flow)
+    resized = decode(video_folder / "a" / "clip1.mp4", DecodeOptions(fps=25, resize_shorter=240, crop=None,
+                                                                       max_frames=10))
+    assert np.array_equal(centre(resized, 224), frames)
+    flow = centre(flow_input(resized, settings.flow), 224)  # README order: TV-L1 on the resized frame, then crop
     assert flow.shape == (9, 224, 224, 2) and -1 <= flow.min() and flow.max() <= 1
     model = i3d("flow_imagenet", weights=weights["flow"])
     expected = extract_features(model, flow, endpoint="Logits", window=9, stride=9).features
@@ -238,8 +247,9 @@ def test_cli_flow_stream_with_its_weights_workers_and_fail_fast(video_folder, we
     assert proc.returncode == 1, err
     flow = np.load(tmp_path / "all" / "clip1.mp4.npy")
     model = i3d("flow_imagenet", weights=weights["flow"], final_endpoint="Mixed_5c")
-    frames = decode(video_folder / "a" / "clip1.mp4", DecodeOptions(fps=25, resize_shorter=40, crop=32))
-    expected = extract_features(model, flow_input(frames, SETTINGS.flow), window=9, stride=9).features
+    frames = decode(video_folder / "a" / "clip1.mp4", DecodeOptions(fps=25, resize_shorter=40, crop=None))
+    field = centre(flow_input(frames, SETTINGS.flow), 32)  # the default order: TV-L1 on the resized frame, then crop
+    expected = extract_features(model, field, window=9, stride=9).features
     assert difference(flow, expected).rel_l2 <= 1e-6
 
 

@@ -1,7 +1,8 @@
 """Streaming features: window by window from the decoder, bit-identical to the whole-video path.
 
 The oracle is the whole-video path built from library pieces that do not stream: ``decode`` (every
-frame in memory), ``rgb_input``/``flow_input`` over the whole clip and ``extract_features`` over it.
+frame in memory), ``video_inputs`` (RGB crops and flow over the whole clip, in the settings' flow
+order) and ``extract_features`` over each crop.
 Tiny frames (resize 40, crop 32) keep TV-L1 and the network fast on 2 cores.
 """
 
@@ -17,7 +18,8 @@ from i3d_convert.conversion.tf_to_torch import convert_to_file
 from i3d_convert.dataset import partial as partial_module
 from i3d_convert.dataset import runner as runner_module
 from i3d_convert.dataset.features import extract_features
-from i3d_convert.dataset.recipe import FeatureSettings, flow_input, rgb_input, stride_for_rate
+from i3d_convert.dataset.crops import crop_count, mirrored
+from i3d_convert.dataset.recipe import FeatureSettings, rgb_input, stride_for_rate, video_inputs
 from i3d_convert.dataset.runner import FeatureJob, run_feature_job
 from i3d_convert.dataset.streaming import VideoWindows
 from i3d_convert.errors import I3DConvertError
@@ -70,22 +72,30 @@ def metadata(path: Path) -> dict:
 
 
 def whole_video(path: Path, weights: dict, settings: FeatureSettings) -> dict:
-    frames = decode(path, settings.decode)
-    usable = len(frames) - (1 if "flow" in settings.streams else 0)
+    """``{stream: [windows, D]}`` (centre) or ``[windows, crops, D]``; crops 5..9 mirror crops 0..4."""
+    inputs = video_inputs(decode(path, settings.frame_options()), settings)
     out = {}
     for stream in settings.streams:
         model = i3d(f"{stream}_imagenet", weights=weights[stream], final_endpoint="Mixed_5c")
-        clip = rgb_input(frames[:usable]) if stream == "rgb" else flow_input(frames, settings.flow)
-        out[stream] = extract_features(model, clip, endpoint=settings.endpoint, window=settings.window,
-                                       stride=settings.stride, batch_size=settings.batch_size).features
+        rows = []
+        for crop in range(crop_count(settings.crops)):
+            clip = inputs[stream][crop % 5]
+            if crop >= 5:
+                clip = mirrored(clip, flow=stream == "flow")
+            clip = rgb_input(clip) if stream == "rgb" else clip
+            rows.append(extract_features(model, clip, endpoint=settings.endpoint, window=settings.window,
+                                         stride=settings.stride, batch_size=settings.batch_size).features)
+        out[stream] = rows[0] if settings.crops == "center" else np.stack(rows, axis=1)
     return out
 
 
-@pytest.mark.parametrize("window,stride,batch", [(9, 4, 2), (8, 11, 3)])
-def test_streamed_two_streams_equal_the_whole_video_path_bit_for_bit(video, weights, tmp_path, window, stride, batch):
+@pytest.mark.parametrize("window,stride,batch,region", [(9, 4, 2, "resized"), (8, 11, 3, "resized"), (9, 4, 2, "crop")])
+def test_streamed_two_streams_equal_the_whole_video_path_bit_for_bit(video, weights, tmp_path, window, stride, batch,
+                                                                      region):
     """Overlapping windows (stride < window: frames and flow fields reused) and gaps (stride > window:
-    frames skipped, fields never computed), batches that do not divide the windows."""
-    settings = FeatureSettings(stream="both", window=window, stride=stride, batch_size=batch, decode=DECODE)
+    frames skipped, fields never computed), batches that do not divide the windows; both flow orders."""
+    settings = FeatureSettings(stream="both", window=window, stride=stride, batch_size=batch, decode=DECODE,
+                               flow_region=region)
     run(video, tmp_path / "out", weights, settings)
     got = load_file(str(tmp_path / "out" / "slide.mkv.safetensors"))
     expected = whole_video(video, weights, settings)

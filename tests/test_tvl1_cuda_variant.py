@@ -402,12 +402,12 @@ def test_feature_settings_keep_the_default_key_and_record_the_cuda_algorithm() -
         record = {k: v for k, v in settings.describe().items() if k not in ("batch_size", "tvl1_path")}
         return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
-    default = FeatureSettings(stream="flow")
-    # the keys main had before the algorithm existed (same settings); only the recorded code path
-    # (OpenCV's portable path, which changed the flows a little) is new
+    default = FeatureSettings(stream="flow", flow_region="crop")
+    # the keys main had before the algorithm existed (same settings, crop-first flow as then); only
+    # the recorded code path (OpenCV's portable path, which changed the flows a little) is new
     assert default.describe()["tvl1_path"] == "opencv-portable"
     assert key_without_code_path(default) == "fae4a2dd494cbf3c8a964cdafe3cb0a10b77a023dbf813cf88e940dfb82c104a"
-    assert key_without_code_path(FeatureSettings(stream="flow", flow_backend="torch")) == \
+    assert key_without_code_path(FeatureSettings(stream="flow", flow_backend="torch", flow_region="crop")) == \
         "92314e12df7644080ebfec1574ec1135e57225c242e807c5537a5092224db949"
     cuda = FeatureSettings(stream="flow", flow_backend="torch", flow_algorithm="opencv-cuda")
     record = cuda.describe()

@@ -396,6 +396,7 @@ def test_cli_features_flow_stream_runs_the_torch_backend_end_to_end(cli, synthet
     convert_to_file(synthetic_checkpoint("flow_imagenet"), weights)
     code, _, err = cli("features", str(tmp_path / "videos"), "-o", str(tmp_path / "out"), "--stream", "flow",
                        "--flow-backend", "torch", "--flow-weights", str(weights), "--resize", "0", "--crop", "32",
+                       "--flow-region", "crop",
                        "--window", "9", "--device", "cpu", "--workers", "0", "--quiet")
     assert code == 0, err
     got = np.load(tmp_path / "out" / "clip.mp4.npy")

@@ -136,6 +136,13 @@ def features(
     flow_algorithm: str = typer.Option("opencv-cpu", "--flow-algorithm",
                                        help="TV-L1: opencv-cpu (OpenCV's CPU DualTVL1) or opencv-cuda (OpenCV's "
                                             "cuda::OpticalFlowDual_TVL1, a different algorithm; --flow-backend torch)."),
+    flow_region: str = typer.Option("resized", "--flow-region",
+                                    help="resized: TV-L1 on the whole resized frame, then the RGB crop(s) cut from "
+                                         "the field (kinetics-i3d's order); crop: TV-L1 on each crop's frames."),
+    recipe: str = typer.Option("deepmind", "--recipe",
+                               help="deepmind (--fps/--resize as given) or mediapipe (MediaPipe's Kinetics graph: "
+                                    "its 25 fps sampling, height 256 by cv2 INTER_AREA, TV-L1 on that frame, "
+                                    "RGB and flow stored as JPEG; replaces --fps/--resize, then --crop/--crops)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="DataLoader processes decoding videos and computing flow while the model runs (default: CPU 0 for RGB, one per core up to 4 with flow; GPU half the cores up to 4)."),
     fail_fast: bool = typer.Option(False, "--fail-fast/--no-fail-fast", help="Stop at the first video that fails."),
     checkpoint_seconds: float = typer.Option(300.0, "--checkpoint-seconds",
@@ -147,7 +154,7 @@ def features(
     as_json: JsonSummary = False,
 ) -> None:
     """I3D features over sliding windows, of one clip or of a whole dataset (RGB, TV-L1 flow or both)."""
-    from i3d_convert.dataset.recipe import FeatureSettings, stride_for_rate
+    from i3d_convert.dataset.recipe import recipe_settings, stride_for_rate
     from i3d_convert.dataset.runner import FeatureJob
 
     decode = _decode_options(fps, resize, crop, frames)
@@ -155,9 +162,9 @@ def features(
         if stride is not None:
             raise I3DConvertError("give --stride or --feature-rate, not both")
         stride = stride_for_rate(decode.fps, feature_rate)
-    settings = FeatureSettings(stream=stream, endpoint=endpoint, window=window, stride=stride,
+    settings = recipe_settings(recipe, stream=stream, endpoint=endpoint, window=window, stride=stride,
                                batch_size=batch_size, decode=decode, crops=crops, flow_backend=flow_backend,
-                               flow_algorithm=flow_algorithm)
+                               flow_region=flow_region, flow_algorithm=flow_algorithm)
     if not _is_dataset_run(source, output) or source.suffix.lower() == ".npy":
         from i3d_convert.cli.features_single import SingleRun, run_single
 

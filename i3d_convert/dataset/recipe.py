@@ -5,21 +5,28 @@ RGB: frames at 25 fps, shorter side resized to 256 (bilinear), centre 224x224 cr
 ``t`` to ``t + 1``, truncated to [-20, 20] and divided by 20, channels (x, y). ``T`` frames give
 ``T - 1`` flow fields, so the flow stream has ``T - 1`` frames; with both streams the RGB stream
 uses frames ``0 .. T-2`` too, as DeepMind's sample does (79 RGB frames and the 79 flows between
-80 decoded frames), so both have the same windows. docs/features.md has the details.
+80 decoded frames), so both have the same windows.
+
+Flow's order (``flow_region``): ``"resized"`` (the README's order, the default) computes TV-L1 on
+the whole resized frame and cuts the RGB crop(s) from the flow field with the same boxes;
+``"crop"`` (the package before issue 21) computes TV-L1 on each crop's frames. ``recipe``
+``"mediapipe"`` stores RGB frames and flow as MediaPipe's Kinetics graph does (uint8 flow images,
+JPEG quality 100; :mod:`i3d_convert.dataset.mediapipe`). docs/features.md has the details.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Dict, Optional, Union
 
 import numpy as np
 
-from i3d_convert.dataset.crops import crop_count
+from i3d_convert.dataset.crops import base_crop_count, crop_count, cut_crops
 from i3d_convert.errors import I3DConvertError
 from i3d_convert.flow.backends import ALGORITHMS, BACKENDS, tvl1_flow
 from i3d_convert.flow.tvl1 import TVL1Params, flow_to_input
@@ -29,6 +36,10 @@ from i3d_convert.io.video_decode import DecodeOptions
 STREAMS = ("rgb", "flow", "both")
 #: Which OpenCV code path the TV-L1 flow reproduces (recorded in the settings of flow outputs).
 FLOW_PATH = "opencv-portable"
+#: Where TV-L1 runs: on the whole resized frame, then cropped (README order), or on each crop.
+FLOW_REGIONS = ("resized", "crop")
+#: How frames and flow are stored before the network: as computed, or MediaPipe's JPEG images.
+RECIPES = ("deepmind", "mediapipe")
 
 
 def _json_value(name: str, value):
@@ -47,7 +58,10 @@ class FeatureSettings:
     ``flow_algorithm``: ``opencv-cpu`` or ``opencv-cuda`` (OpenCV's CUDA TV-L1, torch backend only;
     ``flow`` then holds :class:`TVL1CudaParams`, mapped from ``TVL1Params`` if given those);
     ``crops``: ``center``, ``five`` or ``ten`` crops of the resized frame per window
-    (:mod:`~i3d_convert.dataset.crops`).
+    (:mod:`~i3d_convert.dataset.crops`); ``flow_region``: ``resized`` (TV-L1 on the whole resized
+    frame, then the RGB crop boxes cut from the field) or ``crop`` (TV-L1 on each crop's frames);
+    ``recipe``: ``deepmind`` or ``mediapipe`` (RGB and flow round-tripped through MediaPipe's JPEG
+    storage; use :func:`recipe_settings` for its decode options too).
     """
 
     stream: str = "rgb"
@@ -60,6 +74,8 @@ class FeatureSettings:
     crops: str = "center"
     flow_backend: str = "opencv"
     flow_algorithm: str = "opencv-cpu"
+    flow_region: str = "resized"
+    recipe: str = "deepmind"
 
     def __post_init__(self) -> None:
         from i3d_convert.dataset.features import FEATURE_ENDPOINTS
@@ -75,7 +91,7 @@ class FeatureSettings:
         if self.batch_size < 1:
             raise I3DConvertError(f"batch_size must be at least 1, got {self.batch_size}")
         crop_count(self.crops)
-        if self.crops != "center" and (self.decode.crop is None or self.decode.resize_mode != "deepmind"):
+        if self.crops != "center" and self.crop_size is None:
             raise I3DConvertError(f"{self.crops} crops need a crop size (--crop) of the resized frame")
         if self.flow_backend not in BACKENDS:
             raise I3DConvertError(f"flow backend must be one of {', '.join(BACKENDS)}, got {self.flow_backend!r}")
@@ -89,6 +105,37 @@ class FeatureSettings:
                 object.__setattr__(self, "flow", TVL1CudaParams.from_cpu(self.flow))
         elif not isinstance(self.flow, TVL1Params):
             raise I3DConvertError("flow_algorithm opencv-cpu takes TVL1Params")
+        if self.flow_region not in FLOW_REGIONS:
+            raise I3DConvertError(f"flow region must be one of {', '.join(FLOW_REGIONS)}, got {self.flow_region!r}")
+        if self.recipe not in RECIPES:
+            raise I3DConvertError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+        if self.recipe == "mediapipe" and self.flow_region != "resized":
+            raise I3DConvertError("the mediapipe recipe computes flow on the whole scaled frame: "
+                                  f"flow region {self.flow_region!r} does not apply")
+
+    @property
+    def crop_size(self) -> Optional[int]:
+        """The side of the crop(s) cut from the resized frame, or None when frames are not cropped
+        (``resize_mode="none"`` ignores ``decode.crop``)."""
+        return None if self.decode.resize_mode == "none" else self.decode.crop
+
+    @property
+    def flow_on_resized(self) -> bool:
+        """Whether TV-L1 runs on the whole resized frame and its field is cropped afterwards (only
+        differs from running it on the crops when there is a crop)."""
+        return self.flow_region == "resized" and self.crop_size is not None and "flow" in self.streams
+
+    @property
+    def crops_after_decoding(self) -> bool:
+        """Whether the crops are cut from the whole decoded (resized) frame rather than by the
+        decoder: five/ten crops, flow on the resized frame, or MediaPipe's JPEG of the whole frame."""
+        return self.crop_size is not None and (self.crops != "center" or self.flow_on_resized
+                                               or self.recipe == "mediapipe")
+
+    def frame_options(self) -> DecodeOptions:
+        """The decoder's options for this recipe's frames: ``decode`` without its crop when
+        :attr:`crops_after_decoding`."""
+        return dataclasses.replace(self.decode, crop=None) if self.crops_after_decoding else self.decode
 
     @property
     def streams(self) -> tuple:
@@ -109,8 +156,12 @@ class FeatureSettings:
                 out["flow_backend"] = self.flow_backend
             if self.flow_algorithm != "opencv-cpu":  # and so do the CPU algorithm's
                 out["flow_algorithm"] = self.flow_algorithm
+            if self.flow_on_resized:  # absent for crop-first flow: outputs made before issue 21 keep their key
+                out["flow_region"] = self.flow_region
         if self.crops != "center":  # absent for centre crops: outputs made before crops existed stay current
             out["crops"] = self.crops
+        if self.recipe != "deepmind":
+            out["recipe"] = self.recipe
         return out
 
     def key(self) -> str:
@@ -140,6 +191,91 @@ def flow_input(frames: np.ndarray, params: Union[TVL1Params, TVL1CudaParams], ba
     if frames.shape[0] < 2:
         raise I3DConvertError(f"flow needs at least 2 frames, the video has {frames.shape[0]}")
     return flow_to_input(tvl1_flow(frames, params, backend=backend))
+
+
+def _cut(frame: np.ndarray, settings: FeatureSettings) -> np.ndarray:
+    """``[H, W, C]`` as decoded by :meth:`FeatureSettings.frame_options` -> the base crops ``[n, s, s, C]``."""
+    if not settings.crops_after_decoding:  # the decoder cut the crop already (or there is none)
+        return frame[None]
+    return cut_crops(frame, settings.crop_size, base_crop_count(settings.crops))
+
+
+def rgb_crops(frame: np.ndarray, settings: FeatureSettings) -> np.ndarray:
+    """One uint8 ``[H, W, 3]`` frame decoded with :meth:`FeatureSettings.frame_options` -> its uint8 RGB
+    base crops ``[n, s, s, 3]`` (n = 1, or 5 before mirroring), stored as the recipe stores them."""
+    if settings.recipe == "mediapipe":  # stored whole as a JPEG, cropped when read
+        from i3d_convert.dataset.mediapipe import jpeg_round_trip
+
+        frame = jpeg_round_trip(frame)
+    return _cut(frame, settings)
+
+
+def flow_fields(frames: np.ndarray, settings: FeatureSettings) -> np.ndarray:
+    """Consecutive uint8 ``[n, H, W, 3]`` frames decoded with :meth:`FeatureSettings.frame_options`
+    -> the flow input of their ``n - 1`` pairs, float32 ``[n - 1, crops, s, s, 2]`` in [-1, 1] (base crops).
+
+    ``flow_region="resized"``: one TV-L1 field per pair on the whole frame, each crop box cut from
+    it; ``"crop"``: TV-L1 on each crop's frames (the warp sees the crop's border)."""
+    compute = _mediapipe_flow if settings.recipe == "mediapipe" else flow_input
+    if settings.flow_on_resized or not settings.crops_after_decoding:
+        fields = compute(frames, settings.flow, settings.flow_backend)
+        return np.stack([_cut(f, settings) for f in fields])
+    per_crop = np.stack([_cut(f, settings) for f in frames], axis=1)  # [crops, n, s, s, 3]
+    return np.stack([compute(np.ascontiguousarray(c), settings.flow, settings.flow_backend)
+                     for c in per_crop], axis=1)
+
+
+def _mediapipe_flow(frames: np.ndarray, params: TVL1Params, backend: str) -> np.ndarray:
+    from i3d_convert.dataset.mediapipe import stored_flow
+
+    if frames.shape[0] < 2:
+        raise I3DConvertError(f"flow needs at least 2 frames, the video has {frames.shape[0]}")
+    return flow_to_input(stored_flow(tvl1_flow(frames, params, backend=backend)))
+
+
+def video_inputs(frames: np.ndarray, settings: FeatureSettings) -> Dict[str, np.ndarray]:
+    """The whole video at once (what :class:`~i3d_convert.dataset.streaming.VideoWindows` streams):
+    uint8 ``[T, H, W, 3]`` decoded with :meth:`FeatureSettings.frame_options` -> ``{"rgb": uint8
+    [crops, T', s, s, 3], "flow": float32 [crops, T - 1, s, s, 2]}`` over the base crops, with
+    ``T' = T - 1`` when the flow stream is computed too (both streams get the same windows)."""
+    usable = len(frames) - (1 if "flow" in settings.streams else 0)
+    out = {}
+    if "rgb" in settings.streams:
+        out["rgb"] = np.stack([rgb_crops(f, settings) for f in frames[:usable]], axis=1)
+    if "flow" in settings.streams:
+        out["flow"] = np.ascontiguousarray(np.swapaxes(flow_fields(frames, settings), 0, 1))
+    return out
+
+
+def decode_inputs(path, settings: FeatureSettings) -> Dict[str, np.ndarray]:
+    """:func:`video_inputs` of a video file decoded whole (memory grows with its length: the
+    streaming path is :class:`~i3d_convert.dataset.streaming.VideoWindows`)."""
+    from i3d_convert.io.video_decode import decode
+
+    return video_inputs(decode(path, settings.frame_options()), settings)
+
+
+#: MediaPipe's Kinetics graph's frames: 25 fps by its PacketResamplerCalculator, aspect ratio
+#: clamped to [9/16, 16/9], height 256 with the aspect ratio kept (INTER_AREA when shrinking); the
+#: centre 224 crop is the reader's choice (the graph stores whole frames), DeepMind's here.
+MEDIAPIPE_DECODE = DecodeOptions(fps=25.0, sampling="mediapipe", resize_mode="mediapipe", resize_shorter=256,
+                                 crop=224)
+
+
+def recipe_settings(recipe: str = "deepmind", **fields) -> FeatureSettings:
+    """:class:`FeatureSettings` of a named recipe. ``deepmind``: ``fields`` as given; ``mediapipe``:
+    MediaPipe's Kinetics graph (``tvl1_flow_and_rgb_from_file.pbtxt``, docs/features.md): its frame
+    rate, sampling and scaling (:data:`MEDIAPIPE_DECODE`; from ``fields["decode"]`` it keeps the
+    crop, ``max_frames``, threads and limits), TV-L1 on the whole scaled frame and its JPEG storage
+    of RGB and flow, then the crop(s) of ``crops``."""
+    if recipe not in RECIPES:
+        raise I3DConvertError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
+    if recipe == "mediapipe":
+        given = fields.get("decode") or DecodeOptions()
+        fields["decode"] = dataclasses.replace(given, fps=MEDIAPIPE_DECODE.fps, sampling=MEDIAPIPE_DECODE.sampling,
+                                               resize_mode=MEDIAPIPE_DECODE.resize_mode,
+                                               resize_shorter=MEDIAPIPE_DECODE.resize_shorter)
+    return FeatureSettings(recipe=recipe, **fields)
 
 
 def stride_for_rate(fps: Optional[float], features_per_second: float) -> int:

@@ -1,4 +1,4 @@
-"""One video as a stream of window batches: decode -> resize -> crop -> flow -> windows, frame by frame.
+"""One video as a stream of window batches: decode -> resize -> flow -> crop -> windows, frame by frame.
 
 Memory is bounded by the window, stride, batch size and crops, never by the video's length: frames
 come one at a time from :func:`~i3d_convert.io.video_decode.iter_frames`; the buffer keeps only the
@@ -7,6 +7,9 @@ no window needs is decoded but never converted, resized or stored, and a flow fi
 needs is never computed. Flow fields are
 computed in runs of consecutive frames with one frame of overlap (field ``t`` is frame ``t`` to
 ``t + 1``, each pair independent of the others), so the fields equal those of the whole video.
+With ``flow_region="resized"`` (or five/ten crops) the buffer holds whole resized frames; a field
+is computed once on the whole frame and every crop box is cut from it
+(:func:`~i3d_convert.dataset.recipe.flow_fields`), the RGB crops from the frames with the same boxes.
 
 Windows ``k = 0, 1, ...`` start at frame ``k * stride`` and are batched ``batch_size`` at a time in
 that order, the batches :func:`~i3d_convert.dataset.features.extract_features` makes over the whole
@@ -24,9 +27,9 @@ from typing import Dict, Iterator, List, Optional
 import numpy as np
 import torch
 
-from i3d_convert.dataset.crops import base_crop_count, crop_count, cut_crops, mirrored
+from i3d_convert.dataset.crops import crop_count, mirrored
 from i3d_convert.dataset.features import check_endpoint, run_batch
-from i3d_convert.dataset.recipe import FeatureSettings, flow_input, rgb_input
+from i3d_convert.dataset.recipe import FeatureSettings, flow_fields, rgb_crops, rgb_input
 from i3d_convert.errors import I3DConvertError, PathLike
 from i3d_convert.io.video_decode import DecodeError, iter_frames
 
@@ -58,15 +61,11 @@ class VideoWindows:
         self.flow = "flow" in settings.streams
         self.extra = 1 if self.flow else 0  # the flow stream's last window needs one frame more
         self.frames = 0
-        self._frames: Dict[int, np.ndarray] = {}  # frame index -> uint8 [base crops, H, W, 3]
-        self._fields: Dict[int, np.ndarray] = {}  # field index -> float32 [base crops, H, W, 2]
+        self._frames: Dict[int, np.ndarray] = {}  # frame index -> uint8 [H, W, 3] as decoded
+        self._fields: Dict[int, np.ndarray] = {}  # field index -> float32 [base crops, s, s, 2]
 
     def _decode_options(self):
-        decode = self.settings.decode
-        changes = {"max_output_bytes": _UNBOUNDED}
-        if self.settings.crops != "center":
-            changes["crop"] = None  # crops are cut here, from the resized frame
-        return dataclasses.replace(decode, **changes)
+        return dataclasses.replace(self.settings.frame_options(), max_output_bytes=_UNBOUNDED)
 
     def _needed(self, t: int) -> bool:
         """Whether frame ``t`` lies in a window from ``first_window`` on (flow: or is its last frame)."""
@@ -74,8 +73,6 @@ class VideoWindows:
         return k >= self.first_window and t - k * self.stride < self.window + self.extra
 
     def __iter__(self) -> Iterator[WindowBatch]:
-        base = base_crop_count(self.settings.crops)
-        size = self.settings.decode.crop
         shape = None
         k, batch = self.first_window, []
         for t, frame in enumerate(iter_frames(self.path, self._decode_options(), wanted=self._needed)):
@@ -86,7 +83,7 @@ class VideoWindows:
                 elif frame.shape != shape:
                     raise DecodeError(self.path, f"frame size changes within the video ({shape} then "
                                                  f"{frame.shape}); use resize_mode='deepmind'")
-                self._frames[t] = frame[None] if base == 1 else cut_crops(frame, size, base)
+                self._frames[t] = frame
             while k * self.stride + self.window + self.extra <= self.frames:
                 batch.append(self._cut(k))
                 k += 1
@@ -102,13 +99,12 @@ class VideoWindows:
         start, stop = k * self.stride, k * self.stride + self.window
         out = {}
         if "rgb" in self.settings.streams:
-            out["rgb"] = np.stack([self._frames[t] for t in range(start, stop)], axis=1)
+            out["rgb"] = np.stack([rgb_crops(self._frames[t], self.settings) for t in range(start, stop)], axis=1)
         if self.flow:
             missing = [t for t in range(start, stop) if t not in self._fields]
             if missing:  # consecutive: earlier fields of this window were kept from the previous one
-                frames = np.stack([self._frames[t] for t in range(missing[0], stop + 1)], axis=1)
-                fields = np.stack([flow_input(crop, self.settings.flow, self.settings.flow_backend) for crop in frames], axis=1)
-                self._fields.update(zip(missing, fields))
+                frames = np.stack([self._frames[t] for t in range(missing[0], stop + 1)])
+                self._fields.update(zip(missing, flow_fields(frames, self.settings)))
             out["flow"] = np.stack([self._fields[t] for t in range(start, stop)], axis=1)
         return out
 

@@ -26,7 +26,13 @@ class DecodeOptions:
     resize_mode: ``"deepmind"`` = resize the shorter side to ``resize_shorter``
         (other side ``round_half_up(long * resize_shorter / short)``), then a
         centre ``crop`` x ``crop`` crop with offsets ``((W-crop)//2, (H-crop)//2)``;
-        ``"none"`` = frames at native resolution.
+        ``"none"`` = frames at native resolution; ``"mediapipe"`` = MediaPipe's
+        ScaleImageCalculator as its Kinetics graph configures it: a centre crop
+        clamping the aspect ratio to [9/16, 16/9], the height resized to
+        ``resize_shorter`` (the width ``int(h' * w / h)`` made even; cv2
+        INTER_AREA when neither side grows, else INTER_CUBIC in 16-bit linear
+        light), then the centre
+        ``crop`` as in ``"deepmind"`` mode (``resize_method`` unused).
     resize_shorter / crop: ``None`` skips that step (in ``"deepmind"`` mode).
     resize_method: ``"pil"`` = Pillow ``BILINEAR`` on uint8 (antialiased when
         shrinking, plain bilinear when enlarging); ``"linear"`` = 2-tap
@@ -40,7 +46,7 @@ class DecodeOptions:
 
     fps: Optional[Union[float, Fraction]] = 25.0
     sampling: Literal["ffmpeg", "mediapipe"] = "ffmpeg"
-    resize_mode: Literal["deepmind", "none"] = "deepmind"
+    resize_mode: Literal["deepmind", "none", "mediapipe"] = "deepmind"
     resize_shorter: Optional[int] = 256
     crop: Optional[int] = 224
     resize_method: Literal["pil", "linear"] = "pil"
@@ -52,7 +58,7 @@ class DecodeOptions:
     def __post_init__(self) -> None:
         if self.fps is not None and not self.fps > 0:
             raise I3DConvertError(f"{{arg}} must be > 0 or None, got {self.fps!r}", argument="fps")
-        for name, allowed in (("sampling", ("ffmpeg", "mediapipe")), ("resize_mode", ("deepmind", "none")),
+        for name, allowed in (("sampling", ("ffmpeg", "mediapipe")), ("resize_mode", ("deepmind", "none", "mediapipe")),
                               ("resize_method", ("pil", "linear"))):
             if getattr(self, name) not in allowed:
                 raise I3DConvertError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -63,6 +69,8 @@ class DecodeOptions:
         if self.resize_shorter is not None and self.crop is not None and self.crop > self.resize_shorter:
             raise I3DConvertError(f"crop must be <= resize_shorter, got crop={self.crop}, "
                                   f"resize_shorter={self.resize_shorter}")
+        if self.resize_mode == "mediapipe" and self.resize_shorter is None:
+            raise I3DConvertError("resize_mode='mediapipe' needs resize_shorter, the height it scales to")
         if not self.image_folder_fps > 0:
             raise I3DConvertError(f"image_folder_fps must be > 0, got {self.image_folder_fps!r}")
         if not _is_int(self.max_output_bytes) or self.max_output_bytes <= 0:
