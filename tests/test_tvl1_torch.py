@@ -351,16 +351,24 @@ def test_backend_choice_and_bad_backend() -> None:
         tvl1_flow(frames[:1], backend="torch")
 
 
-def test_feature_settings_record_the_torch_backend_and_keep_opencv_keys() -> None:
+def test_feature_settings_share_one_key_across_backends_and_resolve_auto_by_device() -> None:
     from i3d_convert.dataset.recipe import FeatureSettings, flow_input
     from i3d_convert.errors import I3DConvertError
 
-    opencv, torch_backend = FeatureSettings(stream="flow"), FeatureSettings(stream="flow", flow_backend="torch")
-    assert "flow_backend" not in opencv.describe() and torch_backend.describe()["flow_backend"] == "torch"
-    assert opencv.key() != torch_backend.key()
+    auto = FeatureSettings(stream="flow")
+    opencv, torch_backend = (FeatureSettings(stream="flow", flow_backend=b) for b in ("opencv", "torch"))
+    # the backends compute the same flow bits, so outputs made with one are current for the other
+    assert auto.key() == opencv.key() == torch_backend.key() and "flow_backend" not in auto.describe()
     # outputs whose flow came from OpenCV's default path (before the portable path) are recomputed
-    assert opencv.describe()["tvl1_path"] == "opencv-portable"
+    assert auto.describe()["tvl1_path"] == "opencv-portable"
     assert "tvl1_path" not in FeatureSettings(stream="rgb").describe()
+    # auto: OpenCV on the CPU; on CUDA the torch port, on the model's device
+    cpu, gpu = auto.for_device(torch.device("cpu")), auto.for_device(torch.device("cuda:1"))
+    assert (cpu.flow_backend, cpu.flow_device) == ("opencv", None)
+    assert (gpu.flow_backend, gpu.flow_device) == ("torch", "cuda:1") and gpu.key() == auto.key()
+    assert opencv.for_device(torch.device("cuda:0")).flow_device is None  # OpenCV stays on the CPU
+    assert torch_backend.for_device(torch.device("cpu")).flow_device is None
+    assert FeatureSettings(stream="rgb").for_device(torch.device("cuda:0")).flow_backend == "auto"
     with pytest.raises(I3DConvertError, match="flow backend"):
         FeatureSettings(flow_backend="gpu")
     frames = np.repeat(np.stack([a for a in textured_pair(24, 32, shift=(1.0, 0.0), seed=13)[0]])[..., None], 3, -1)

@@ -131,8 +131,9 @@ def features(
     frames: Optional[int] = typer.Option(None, "--frames", help="Videos: use at most the first N frames (after --fps)."),
     output_format: str = typer.Option("auto", "--format", help="Folder outputs: auto (npy; safetensors for both), npy, safetensors."),
     device: str = typer.Option("auto", "--device", help="auto (cuda:LOCAL_RANK if present, else cpu), cpu or cuda."),
-    flow_backend: str = typer.Option("opencv", "--flow-backend",
-                                     help="TV-L1: opencv (reference, faster on the CPU) or torch (its PyTorch port)."),
+    flow_backend: str = typer.Option("auto", "--flow-backend",
+                                     help="TV-L1: opencv, torch (its PyTorch port, the same flow bit for bit) or "
+                                          "auto (opencv on the CPU, torch on the model's CUDA device: the faster)."),
     flow_algorithm: str = typer.Option("opencv-cpu", "--flow-algorithm",
                                        help="TV-L1: opencv-cpu (OpenCV's CPU DualTVL1) or opencv-cuda (OpenCV's "
                                             "cuda::OpticalFlowDual_TVL1, a different algorithm; --flow-backend torch)."),

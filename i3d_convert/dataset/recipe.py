@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Dict, Optional, Union
 
 import numpy as np
+import torch
 
 from i3d_convert.dataset.crops import base_crop_count, crop_count, cut_crops
 from i3d_convert.errors import I3DConvertError
-from i3d_convert.flow.backends import ALGORITHMS, BACKENDS, tvl1_flow
+from i3d_convert.flow.backends import ALGORITHMS, BACKENDS, default_backend, tvl1_flow
 from i3d_convert.flow.tvl1 import TVL1Params, flow_to_input
 from i3d_convert.flow.tvl1_cuda_variant import TVL1CudaParams
 from i3d_convert.io.video_decode import DecodeOptions
@@ -54,7 +55,9 @@ class FeatureSettings:
     """Everything that decides a video's features (recorded in the manifest; a change recomputes).
 
     ``decode``: frame rate, resize and crop; ``flow``: the TV-L1 parameters; ``flow_backend``:
-    ``opencv`` (the reference) or ``torch`` (the PyTorch port, on the CPU of the decoding worker);
+    ``opencv``, ``torch`` (its PyTorch port) or ``auto`` (the faster on the device: :meth:`for_device`);
+    both compute the same flow bit for bit, so the backend is not part of the key; ``flow_device``:
+    where the torch backend runs (None: the CPU of the decoding worker), not part of the key either;
     ``flow_algorithm``: ``opencv-cpu`` or ``opencv-cuda`` (OpenCV's CUDA TV-L1, torch backend only;
     ``flow`` then holds :class:`TVL1CudaParams`, mapped from ``TVL1Params`` if given those);
     ``crops``: ``center``, ``five`` or ``ten`` crops of the resized frame per window
@@ -72,10 +75,11 @@ class FeatureSettings:
     decode: DecodeOptions = field(default_factory=DecodeOptions)
     flow: Union[TVL1Params, TVL1CudaParams] = field(default_factory=TVL1Params)
     crops: str = "center"
-    flow_backend: str = "opencv"
+    flow_backend: str = "auto"
     flow_algorithm: str = "opencv-cpu"
     flow_region: str = "resized"
     recipe: str = "deepmind"
+    flow_device: Optional[str] = None
 
     def __post_init__(self) -> None:
         from i3d_convert.dataset.features import FEATURE_ENDPOINTS
@@ -93,12 +97,13 @@ class FeatureSettings:
         crop_count(self.crops)
         if self.crops != "center" and self.crop_size is None:
             raise I3DConvertError(f"{self.crops} crops need a crop size (--crop) of the resized frame")
-        if self.flow_backend not in BACKENDS:
-            raise I3DConvertError(f"flow backend must be one of {', '.join(BACKENDS)}, got {self.flow_backend!r}")
+        if self.flow_backend not in BACKENDS + ("auto",):
+            raise I3DConvertError(f"flow backend must be one of {', '.join(BACKENDS + ('auto',))}, "
+                                  f"got {self.flow_backend!r}")
         if self.flow_algorithm not in ALGORITHMS:
             raise I3DConvertError(f"flow algorithm must be one of {', '.join(ALGORITHMS)}, got {self.flow_algorithm!r}")
         if self.flow_algorithm == "opencv-cuda":
-            if self.flow_backend != "torch":
+            if self.flow_backend == "opencv":
                 raise I3DConvertError("flow algorithm opencv-cuda runs on the torch backend only "
                                       "(opencv-python has no CUDA): add --flow-backend torch")
             if isinstance(self.flow, TVL1Params):  # the flow stream then passes TVL1CudaParams on
@@ -152,9 +157,7 @@ class FeatureSettings:
                 # both backends compute OpenCV's portable path (flow/tvl1.py: portable_opencv), bit
                 # for bit; flows made before on OpenCV's default path (IPP, FMA) differ: recompute
                 out["tvl1_path"] = FLOW_PATH
-            if self.flow_backend != "opencv":  # OpenCV's records keep their key
-                out["flow_backend"] = self.flow_backend
-            if self.flow_algorithm != "opencv-cpu":  # and so do the CPU algorithm's
+            if self.flow_algorithm != "opencv-cpu":  # absent for the CPU algorithm: its records keep their key
                 out["flow_algorithm"] = self.flow_algorithm
             if self.flow_on_resized:  # absent for crop-first flow: outputs made before issue 21 keep their key
                 out["flow_region"] = self.flow_region
@@ -163,6 +166,20 @@ class FeatureSettings:
         if self.recipe != "deepmind":
             out["recipe"] = self.recipe
         return out
+
+    def for_device(self, device: torch.device) -> "FeatureSettings":
+        """These settings for a run whose model is on ``device``: ``auto`` resolved to the faster
+        backend there (:func:`~i3d_convert.flow.backends.default_backend`: OpenCV on the CPU, the
+        torch port on CUDA), and the torch backend's flow on the model's CUDA device."""
+        if "flow" not in self.streams:
+            return self
+        backend = self.flow_backend
+        if backend == "auto":
+            backend = "torch" if self.flow_algorithm == "opencv-cuda" else default_backend(device)
+        flow_device = self.flow_device
+        if flow_device is None and backend == "torch" and device.type == "cuda":
+            flow_device = str(device)
+        return dataclasses.replace(self, flow_backend=backend, flow_device=flow_device)
 
     def key(self) -> str:
         """sha256 of :meth:`describe` (batch size excluded: it does not change the features' meaning)."""
@@ -184,13 +201,15 @@ def rgb_input(frames: np.ndarray) -> np.ndarray:
     return frames.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
 
 
-def flow_input(frames: np.ndarray, params: Union[TVL1Params, TVL1CudaParams], backend: str = "opencv") -> np.ndarray:
+def flow_input(frames: np.ndarray, params: Union[TVL1Params, TVL1CudaParams], backend: str = "auto",
+               device: Optional[str] = None) -> np.ndarray:
     """uint8 ``[T, H, W, 3]`` -> TV-L1 flow input ``[T - 1, H, W, 2]`` in [-1, 1] (field ``t``: frame ``t`` to ``t + 1``).
 
-    The algorithm follows the parameters' class (``TVL1CudaParams``: OpenCV's CUDA variant)."""
+    The algorithm follows the parameters' class (``TVL1CudaParams``: OpenCV's CUDA variant);
+    ``device``: where the torch backend runs."""
     if frames.shape[0] < 2:
         raise I3DConvertError(f"flow needs at least 2 frames, the video has {frames.shape[0]}")
-    return flow_to_input(tvl1_flow(frames, params, backend=backend))
+    return flow_to_input(tvl1_flow(frames, params, backend=backend, device=device))
 
 
 def _cut(frame: np.ndarray, settings: FeatureSettings) -> np.ndarray:
@@ -218,19 +237,19 @@ def flow_fields(frames: np.ndarray, settings: FeatureSettings) -> np.ndarray:
     it; ``"crop"``: TV-L1 on each crop's frames (the warp sees the crop's border)."""
     compute = _mediapipe_flow if settings.recipe == "mediapipe" else flow_input
     if settings.flow_on_resized or not settings.crops_after_decoding:
-        fields = compute(frames, settings.flow, settings.flow_backend)
+        fields = compute(frames, settings.flow, settings.flow_backend, settings.flow_device)
         return np.stack([_cut(f, settings) for f in fields])
     per_crop = np.stack([_cut(f, settings) for f in frames], axis=1)  # [crops, n, s, s, 3]
-    return np.stack([compute(np.ascontiguousarray(c), settings.flow, settings.flow_backend)
+    return np.stack([compute(np.ascontiguousarray(c), settings.flow, settings.flow_backend, settings.flow_device)
                      for c in per_crop], axis=1)
 
 
-def _mediapipe_flow(frames: np.ndarray, params: TVL1Params, backend: str) -> np.ndarray:
+def _mediapipe_flow(frames: np.ndarray, params: TVL1Params, backend: str, device: Optional[str]) -> np.ndarray:
     from i3d_convert.dataset.mediapipe import stored_flow
 
     if frames.shape[0] < 2:
         raise I3DConvertError(f"flow needs at least 2 frames, the video has {frames.shape[0]}")
-    return flow_to_input(stored_flow(tvl1_flow(frames, params, backend=backend)))
+    return flow_to_input(stored_flow(tvl1_flow(frames, params, backend=backend, device=device)))
 
 
 def video_inputs(frames: np.ndarray, settings: FeatureSettings) -> Dict[str, np.ndarray]:

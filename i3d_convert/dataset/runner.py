@@ -12,6 +12,7 @@ checkpoint of finished windows (:mod:`~i3d_convert.dataset.partial`).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from dataclasses import dataclass, field
@@ -172,6 +173,7 @@ class VideoFeatures:
 def video_features(models: Dict[str, StreamModel], source: PathLike, settings: FeatureSettings,
                    device: torch.device) -> VideoFeatures:
     """The :class:`VideoFeatures` of one video, streamed. Raises on a bad video."""
+    settings = settings.for_device(device)
     nets = {s: m.model for s, m in models.items()}
     rows: Dict[str, List[np.ndarray]] = {}
     windows: List[Tuple[int, int, int]] = []
@@ -236,6 +238,7 @@ def run_feature_job(job: FeatureJob) -> RunSummary:
     start = time.perf_counter()
     context = dist.context_from_environment()
     device = dist.select_device(context, job.device)
+    job = dataclasses.replace(job, settings=job.settings.for_device(device))
     outdir = Path(job.outdir)
     check_output_folder(outdir)
     sources = list_sources(job.source)

@@ -71,8 +71,9 @@ def tvl1_flow(frames: Union[np.ndarray, torch.Tensor], params: Union[TVL1Params,
         params: OpenCV's parameters: :class:`TVL1Params` (default ``TVL1Params()``, OpenCV's
             defaults), or for ``opencv-cuda`` :class:`~i3d_convert.flow.tvl1_cuda_variant.TVL1CudaParams`
             (``TVL1Params`` are mapped by ``TVL1CudaParams.from_cpu``; the defaults map onto the defaults).
-        backend: ``"torch"`` or ``"opencv"``; ``None`` picks :func:`default_backend` for ``device``
-            (``"torch"`` for ``opencv-cuda``).
+        backend: ``"torch"`` or ``"opencv"``; ``None`` or ``"auto"`` picks :func:`default_backend`
+            for ``device`` (``"torch"`` for ``opencv-cuda``). Both give the same flow, bit for bit
+            (docs/features.md), so the choice is one of speed.
         device: torch backend only: where the flow runs (default CPU).
         batch_size: torch backend only: pairs per batch (default 8 on the CPU; on CUDA as many as
             half the free memory holds).
@@ -84,7 +85,8 @@ def tvl1_flow(frames: Union[np.ndarray, torch.Tensor], params: Union[TVL1Params,
         ``t`` is the flow from frame ``t`` to frame ``t + 1``.
     """
     algorithm, params = _algorithm_params(params, algorithm)
-    backend = backend or ("torch" if algorithm == "opencv-cuda" else default_backend(device))
+    if backend in (None, "auto"):
+        backend = "torch" if algorithm == "opencv-cuda" else default_backend(device)
     if backend not in BACKENDS:
         raise I3DConvertError(f"flow backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "opencv" and algorithm == "opencv-cuda":
