@@ -14,10 +14,11 @@ Modes (each prints one JSON line per measurement, after a header naming the mach
   CPU one (``cv2.optflow``, portable path), both with their defaults, on the GIF pairs
   (``--pairs``/``--every``) and the textured pairs: mean and 99.9th percentile EPE between the two,
   each one's mean EPE to the true flow (8 px inside the border), and the ``pool`` features' relative L2.
-* ``--speed``: pairs/s at 224x224 and 256x340 (``--sizes``), OpenCV (portable and default paths)
-  with 1 and 2 threads and the
-  torch port at batch 1..32 on the CPU (``--batches``; eager, and ``--compiled``), and on CUDA
-  when present (batch 1 and 32).
+* ``--speed``: pairs/s at 224x224 and 256x340 (``--sizes``) on the same consecutive GIF pairs for
+  every row (``--speed-pairs``, default 16; resized with ``cv2.resize`` for other sizes): OpenCV
+  (portable and default paths) with 1 and 2 threads and two pairs at a time, the torch port at
+  batch 1..32 on the CPU (``--batches``; eager, and ``--compiled``), each row saying whether its
+  flows equal OpenCV's, and on CUDA when present (batch 1 and 32, TF32 off).
 
     python bench/flow.py --accuracy            # all 78 pairs
     python bench/flow.py --accuracy --every 5  # pairs 0, 5, .., 75
@@ -186,49 +187,66 @@ def timed(fn, warmup=None) -> float:
     return time.perf_counter() - t
 
 
-def speed(sizes, batches, threads: int, compiled: bool) -> None:
+def gif_at(height: int, width: int, frames: int) -> np.ndarray:
+    """The first ``frames`` gray GIF frames at ``height x width`` (``cv2.resize`` INTER_LINEAR when
+    not 224x224): real content, so that TV-L1 converges as on video (unrelated images take every
+    iteration and would time the worst case)."""
+    import cv2
+
+    gray = gif_gray()[:frames]
+    if (height, width) == gray.shape[1:]:
+        return gray
+    return np.stack([cv2.resize(f, (width, height), interpolation=cv2.INTER_LINEAR) for f in gray])
+
+
+def speed(sizes, batches, threads: int, compiled: bool, pairs: int) -> None:
+    """Every row times the same ``pairs`` consecutive GIF pairs, so the rows compare."""
     import cv2
 
     torch.set_num_threads(threads)
     for h, w in sizes:
-        most = max(batches)
-        gray = np.stack([textured_pair(h, w, shift=(0.7 * k, 0.3 * k), seed=k)[0][1] for k in range(most + 1)])
-        warm = gray[:2]
-        ocv = gray[: min(most, 4) + 1]
+        gray = gif_at(h, w, pairs + 1)
+        n_pairs = len(gray) - 1
         algo = tvl1.TVL1Params().create()
         for n in (1, 2):
             cv2.setNumThreads(n)
-            dt = timed(lambda: tvl1.tvl1_flow(ocv))
-            print(json.dumps({"size": f"{h}x{w}", "backend": "opencv", "path": "portable", "cv2_threads": n,
-                              "pairs_per_s": round((len(ocv) - 1) / dt, 3)}), flush=True)
-            dt = timed(lambda: [opencv_default_path(a, b, algo) for a, b in zip(ocv[:-1], ocv[1:])])
-            print(json.dumps({"size": f"{h}x{w}", "backend": "opencv", "path": "default", "cv2_threads": n,
-                              "pairs_per_s": round((len(ocv) - 1) / dt, 3)}), flush=True)
+            dt = timed(lambda: tvl1.tvl1_flow(gray))
+            print(json.dumps({"size": f"{h}x{w}", "pairs": n_pairs, "backend": "opencv", "path": "portable",
+                              "cv2_threads": n, "pairs_per_s": round(n_pairs / dt, 3)}), flush=True)
+            dt = timed(lambda: [opencv_default_path(a, b, algo) for a, b in zip(gray[:-1], gray[1:])])
+            print(json.dumps({"size": f"{h}x{w}", "pairs": n_pairs, "backend": "opencv", "path": "default",
+                              "cv2_threads": n, "pairs_per_s": round(n_pairs / dt, 3)}), flush=True)
         cv2.setNumThreads(1)
-        dt = timed(lambda: tvl1.tvl1_flow(ocv, workers=2))
-        print(json.dumps({"size": f"{h}x{w}", "backend": "opencv", "cv2_threads": 1, "pair_threads": 2,
-                          "pairs_per_s": round((len(ocv) - 1) / dt, 3)}), flush=True)
-        eager = {}
+        dt = timed(lambda: tvl1.tvl1_flow(gray, workers=2))
+        print(json.dumps({"size": f"{h}x{w}", "pairs": n_pairs, "backend": "opencv", "path": "portable",
+                          "cv2_threads": 1, "pair_threads": 2, "pairs_per_s": round(n_pairs / dt, 3)}), flush=True)
+        reference = tvl1.tvl1_flow(gray)
         for mode in ("eager", "compiled") if compiled else ("eager",):
             for b in batches:
-                frames = gray[: b + 1]
                 out = []
-                # warm-up: eager on one pair of the size (allocator, lazy imports); compiled on the same
-                # batch shape (the compiled loop specialises batch 1 and recompiles for others)
-                warm_frames = frames if mode == "compiled" else frames[:2]
-                dt = timed(lambda: out.append(torch_pairs(frames, b, compile=mode == "compiled")),
-                           warmup=lambda: torch_pairs(warm_frames, len(warm_frames) - 1, compile=mode == "compiled"))
-                eager.setdefault(b, out[0])
-                print(json.dumps({"size": f"{h}x{w}", "backend": "torch", "mode": mode, "device": "cpu",
-                                  "torch_threads": threads, "batch": b, "pairs_per_s": round(b / dt, 3),
-                                  "equals_eager": bool(np.array_equal(out[0], eager[b]))}), flush=True)
+                # warm-up: eager on one pair (allocator, lazy imports); compiled on the same batch
+                # shape (the compiled loop specialises batch 1 and recompiles for other shapes)
+                warm = gray[: b + 1] if mode == "compiled" else gray[:2]
+                dt = timed(lambda: out.append(torch_pairs(gray, b, compile=mode == "compiled")),
+                           warmup=lambda: torch_pairs(warm, len(warm) - 1, compile=mode == "compiled"))
+                print(json.dumps({"size": f"{h}x{w}", "pairs": n_pairs, "backend": "torch", "mode": mode,
+                                  "device": "cpu", "torch_threads": threads, "batch": b,
+                                  "pairs_per_s": round(n_pairs / dt, 3),
+                                  "equals_opencv": bool(np.array_equal(out[0], reference))}), flush=True)
         if torch.cuda.is_available():
-            big = np.concatenate([gray] * -(-33 // len(gray)))[:33]
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+            many = gif_at(h, w, 78 + 1)
+            big = np.concatenate([many] * 3)[:3 * 78 + 1]  # 234 pairs (two seams between GIF repeats)
             for b in (1, 32):
-                dt = timed(lambda: (torch_pairs(big[: b + 1], b, "cuda"), torch.cuda.synchronize()),
-                           warmup=lambda: torch_pairs(warm, 1, "cuda"))
-                print(json.dumps({"size": f"{h}x{w}", "backend": "torch", "device": torch.cuda.get_device_name(),
-                                  "batch": b, "pairs_per_s": round(b / dt, 2)}), flush=True)
+                out = []
+                dt = timed(lambda: (out.append(torch_pairs(big[: 64 + 1], b, "cuda")), torch.cuda.synchronize()),
+                           warmup=lambda: torch_pairs(big[: b + 1], b, "cuda"))
+                cpu = torch_pairs(big[:3], 2)
+                print(json.dumps({"size": f"{h}x{w}", "pairs": 64, "backend": "torch",
+                                  "device": torch.cuda.get_device_name(), "batch": b,
+                                  "pairs_per_s": round(64 / dt, 2),
+                                  "first_pairs_equal_cpu": bool(np.array_equal(out[0][:2], cpu))}), flush=True)
 
 
 def main() -> None:
@@ -240,6 +258,7 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=1, help="accuracy: every K-th of those pairs")
     ap.add_argument("--batch", type=int, default=8, help="accuracy: torch batch")
     ap.add_argument("--batches", default="1,8,32")
+    ap.add_argument("--speed-pairs", type=int, default=16, help="speed: consecutive GIF pairs timed by every row")
     ap.add_argument("--sizes", default="224x224,256x340")
     ap.add_argument("--threads", type=int, default=2, help="speed: torch threads")
     ap.add_argument("--compiled", action="store_true", help="speed: also the torch.compile'd inner iteration")
@@ -251,7 +270,7 @@ def main() -> None:
         cuda_variant(args.pairs, args.every, args.batch)
     if args.speed:
         sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
-        speed(sizes, [int(b) for b in args.batches.split(",")], args.threads, args.compiled)
+        speed(sizes, [int(b) for b in args.batches.split(",")], args.threads, args.compiled, args.speed_pairs)
 
 
 if __name__ == "__main__":

@@ -173,9 +173,11 @@ def test_stopping_rule_sums_in_float32_order() -> None:
     exact = float(terms.astype(np.float64).sum())
     assert in_order != np.float32(exact)  # the float32 loop really rounds differently
     threshold = (float(in_order) + exact) / 2  # between the two sums
-    got = bool(_sum_exceeds(torch.from_numpy(terms), threshold)[0])
+    t = torch.from_numpy(terms)
+    total = t.sum(dim=(1, 2), dtype=torch.float64)
+    got = bool(_sum_exceeds(t, total, threshold)[0])
     assert got == bool(in_order > np.float32(threshold)) and got != (exact > threshold)
-    far = bool(_sum_exceeds(torch.from_numpy(terms), 0.5 * exact)[0])  # decided without the loop
+    far = bool(_sum_exceeds(t, total, 0.5 * exact)[0])  # decided without the loop
     assert far
 
 
@@ -296,6 +298,15 @@ def test_other_parameters_equal_opencv() -> None:
         np.testing.assert_array_equal(_torch_flow(frames, p), F.tvl1_flow(frames, p))
 
 
+@needs_optflow
+def test_compiled_iterations_equal_opencv() -> None:
+    """``compile=True`` fuses the inner iteration and the median into compiled loops: the same bits
+    (inductor must not contract multiply-adds or reorder the float32 operations). Compiles for about
+    a minute."""
+    frames, _ = textured_pair(40, 52, shift=(0.9, 0.4), angle_deg=1.0, seed=16)
+    np.testing.assert_array_equal(_torch_flow(frames, compile=True), F.tvl1_flow(frames))
+
+
 def test_unsupported_options_are_refused() -> None:
     from i3d_convert.errors import I3DConvertError
 
@@ -378,6 +389,21 @@ def test_feature_settings_share_one_key_across_backends_and_resolve_auto_by_devi
         np.testing.assert_array_equal(got, flow_input(frames, F.TVL1Params(nscales=1), "opencv"))
 
 
+def test_feature_settings_pass_device_and_compile_to_the_flow_without_changing_the_key(monkeypatch) -> None:
+    from i3d_convert.dataset import recipe
+
+    seen = {}
+
+    def fake_flow(frames, params, **kw):
+        seen.update(kw)
+        return np.zeros((len(frames) - 1,) + frames.shape[1:3] + (2,), np.float32)
+
+    monkeypatch.setattr(recipe, "tvl1_flow", fake_flow)
+    settings = recipe.FeatureSettings(stream="flow", flow_backend="torch", flow_device="cuda:3", flow_compile=True,
+                                      decode=recipe.DecodeOptions(crop=None))
+    recipe.flow_fields(np.zeros((3, 16, 16, 3), np.uint8), settings)
+    assert seen == {"backend": "torch", "device": "cuda:3", "compile": True}
+    assert settings.key() == recipe.FeatureSettings(stream="flow", decode=recipe.DecodeOptions(crop=None)).key()
 def test_cli_features_refuses_an_unknown_flow_backend(cli, tmp_path) -> None:
     code, out, err = cli("features", str(tmp_path / "missing.npy"), "-o", str(tmp_path / "o.npy"),
                          "--stream", "flow", "--flow-backend", "gpu")

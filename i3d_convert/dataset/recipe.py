@@ -57,7 +57,8 @@ class FeatureSettings:
     ``decode``: frame rate, resize and crop; ``flow``: the TV-L1 parameters; ``flow_backend``:
     ``opencv``, ``torch`` (its PyTorch port) or ``auto`` (the faster on the device: :meth:`for_device`);
     both compute the same flow bit for bit, so the backend is not part of the key; ``flow_device``:
-    where the torch backend runs (None: the CPU of the decoding worker), not part of the key either;
+    where the torch backend runs (None: the CPU of the decoding worker), and ``flow_compile``: the
+    torch backend through ``torch.compile``, neither part of the key (the same flow either way);
     ``flow_algorithm``: ``opencv-cpu`` or ``opencv-cuda`` (OpenCV's CUDA TV-L1, torch backend only;
     ``flow`` then holds :class:`TVL1CudaParams`, mapped from ``TVL1Params`` if given those);
     ``crops``: ``center``, ``five`` or ``ten`` crops of the resized frame per window
@@ -80,6 +81,7 @@ class FeatureSettings:
     flow_region: str = "resized"
     recipe: str = "deepmind"
     flow_device: Optional[str] = None
+    flow_compile: bool = False
 
     def __post_init__(self) -> None:
         from i3d_convert.dataset.features import FEATURE_ENDPOINTS
@@ -202,14 +204,14 @@ def rgb_input(frames: np.ndarray) -> np.ndarray:
 
 
 def flow_input(frames: np.ndarray, params: Union[TVL1Params, TVL1CudaParams], backend: str = "auto",
-               device: Optional[str] = None) -> np.ndarray:
+               device: Optional[str] = None, compile: bool = False) -> np.ndarray:
     """uint8 ``[T, H, W, 3]`` -> TV-L1 flow input ``[T - 1, H, W, 2]`` in [-1, 1] (field ``t``: frame ``t`` to ``t + 1``).
 
     The algorithm follows the parameters' class (``TVL1CudaParams``: OpenCV's CUDA variant);
-    ``device``: where the torch backend runs."""
+    ``device``, ``compile``: where and how the torch backend runs."""
     if frames.shape[0] < 2:
         raise I3DConvertError(f"flow needs at least 2 frames, the video has {frames.shape[0]}")
-    return flow_to_input(tvl1_flow(frames, params, backend=backend, device=device))
+    return flow_to_input(tvl1_flow(frames, params, backend=backend, device=device, compile=compile))
 
 
 def _cut(frame: np.ndarray, settings: FeatureSettings) -> np.ndarray:
@@ -237,19 +239,20 @@ def flow_fields(frames: np.ndarray, settings: FeatureSettings) -> np.ndarray:
     it; ``"crop"``: TV-L1 on each crop's frames (the warp sees the crop's border)."""
     compute = _mediapipe_flow if settings.recipe == "mediapipe" else flow_input
     if settings.flow_on_resized or not settings.crops_after_decoding:
-        fields = compute(frames, settings.flow, settings.flow_backend, settings.flow_device)
+        fields = compute(frames, settings.flow, settings.flow_backend, settings.flow_device, settings.flow_compile)
         return np.stack([_cut(f, settings) for f in fields])
     per_crop = np.stack([_cut(f, settings) for f in frames], axis=1)  # [crops, n, s, s, 3]
-    return np.stack([compute(np.ascontiguousarray(c), settings.flow, settings.flow_backend, settings.flow_device)
-                     for c in per_crop], axis=1)
+    return np.stack([compute(np.ascontiguousarray(c), settings.flow, settings.flow_backend, settings.flow_device,
+                             settings.flow_compile) for c in per_crop], axis=1)
 
 
-def _mediapipe_flow(frames: np.ndarray, params: TVL1Params, backend: str, device: Optional[str]) -> np.ndarray:
+def _mediapipe_flow(frames: np.ndarray, params: TVL1Params, backend: str, device: Optional[str],
+                    compile: bool) -> np.ndarray:
     from i3d_convert.dataset.mediapipe import stored_flow
 
     if frames.shape[0] < 2:
         raise I3DConvertError(f"flow needs at least 2 frames, the video has {frames.shape[0]}")
-    return flow_to_input(stored_flow(tvl1_flow(frames, params, backend=backend, device=device)))
+    return flow_to_input(stored_flow(tvl1_flow(frames, params, backend=backend, device=device, compile=compile)))
 
 
 def video_inputs(frames: np.ndarray, settings: FeatureSettings) -> Dict[str, np.ndarray]:

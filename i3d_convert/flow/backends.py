@@ -63,7 +63,8 @@ def _algorithm_params(params: Union[TVL1Params, TVL1CudaParams, None],
 
 def tvl1_flow(frames: Union[np.ndarray, torch.Tensor], params: Union[TVL1Params, TVL1CudaParams, None] = None,
               backend: Optional[str] = None, device: Union[str, torch.device, None] = None,
-              batch_size: Optional[int] = None, algorithm: Optional[str] = None) -> np.ndarray:
+              batch_size: Optional[int] = None, algorithm: Optional[str] = None,
+              compile: bool = False) -> np.ndarray:
     """TV-L1 optical flow between consecutive frames (DeepMind's kinetics-i3d flow).
 
     Args:
@@ -79,6 +80,10 @@ def tvl1_flow(frames: Union[np.ndarray, torch.Tensor], params: Union[TVL1Params,
             half the free memory holds).
         algorithm: ``"opencv-cpu"`` or ``"opencv-cuda"``; ``None``: ``opencv-cuda`` for
             ``TVL1CudaParams``, else ``opencv-cpu``. ``opencv-cuda`` runs on the torch backend only.
+        compile: torch backend, ``opencv-cpu``: run the iterations through ``torch.compile``
+            (the same flow bit for bit; faster than OpenCV on a 2-core CPU where the eager port is
+            slower, docs/benchmarks.md; the first call of a process compiles for about a minute and
+            needs a C++ compiler).
 
     Returns:
         float32 ``[T - 1, H, W, 2]`` in pixels: channel 0 = x (+ right), 1 = y (+ down); field
@@ -114,5 +119,6 @@ def tvl1_flow(frames: Union[np.ndarray, torch.Tensor], params: Union[TVL1Params,
     for start in range(0, pairs, step):
         stop = min(start + step, pairs)
         chunk = frames_t[start:stop + 1].to(dev)
-        out[start:stop] = tvl1_flow_batch(chunk[:-1], chunk[1:], params).cpu().numpy()
+        extra = {"compile": True} if compile and algorithm == "opencv-cpu" else {}
+        out[start:stop] = tvl1_flow_batch(chunk[:-1], chunk[1:], params, **extra).cpu().numpy()
     return out

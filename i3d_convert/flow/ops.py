@@ -227,14 +227,80 @@ def _sum_table_4x4(taps, wx: torch.Tensor, wy: torch.Tensor) -> torch.Tensor:
 
 def median_blur(src: torch.Tensor, ksize: int) -> torch.Tensor:
     """``cv2.medianBlur(src, ksize)`` for float32 (ksize 3 or 5, as OpenCV allows): median of the
-    ``ksize x ksize`` window with replicated borders."""
+    ``ksize x ksize`` window with replicated borders.
+
+    Computed by a selection network of elementwise minima and maxima over the window's shifted
+    views (:func:`_median_network`), which is exact (a median selects one of the values) and about
+    ten times faster than sorting a stack of the ``ksize^2`` views."""
     if ksize not in (3, 5):
         raise ValueError(f"float median filter supports ksize 3 or 5 (as OpenCV), got {ksize}")
     r = ksize // 2
     padded = F.pad(src[:, None], (r, r, r, r), mode="replicate")[:, 0]
     _, h, w = src.shape
-    windows = torch.stack([padded[:, i:i + h, j:j + w] for i in range(ksize) for j in range(ksize)], dim=0)
-    return windows.median(dim=0).values
+    wires = [padded[:, i:i + h, j:j + w] for i in range(ksize) for j in range(ksize)]
+    for op, i, j, need_min, need_max in _median_network(ksize * ksize):
+        if op == "swap":
+            wires[i], wires[j] = wires[j], wires[i]
+            continue
+        a, b = wires[i], wires[j]
+        wires[i] = torch.minimum(a, b) if need_min else None
+        wires[j] = torch.maximum(a, b) if need_max else None
+    return wires[ksize * ksize // 2].contiguous()
+
+
+def _batcher_network(n: int):
+    """Batcher's odd-even merge sort on ``n`` (a power of 2) wires: comparators ``(i, j)``, ``i < j``,
+    each leaving the minimum on wire ``i`` and the maximum on wire ``j``."""
+    def merge(lo: int, size: int, r: int):
+        step = 2 * r
+        if step < size:
+            yield from merge(lo, size, step)
+            yield from merge(lo + r, size, step)
+            for i in range(lo + r, lo + size - r, step):
+                yield i, i + r
+        else:
+            yield lo, lo + r
+
+    def sort(lo: int, size: int):
+        if size > 1:
+            half = size // 2
+            yield from sort(lo, half)
+            yield from sort(lo + half, half)
+            yield from merge(lo, size, 1)
+
+    return list(sort(0, n))
+
+
+@functools.lru_cache(maxsize=None)
+def _median_network(count: int):
+    """The operations that leave the median of ``count`` (odd) values on wire ``count // 2``.
+
+    Batcher's network on the next power of two, the extra wires holding +inf: a comparator with an
+    +inf wire is a no-op or a swap of names, and only comparators whose results reach the median's
+    wire are kept (each computing only the minimum or maximum that is used). Returns
+    ``(op, i, j, need_min, need_max)`` with ``op`` in ``"cmp"``, ``"swap"``."""
+    size = 1 << (count - 1).bit_length()
+    infinite = [k >= count for k in range(size)]
+    ops = []
+    for i, j in _batcher_network(size):
+        if infinite[j]:
+            continue  # min(a, inf) = a stays on i, inf stays on j
+        if infinite[i]:
+            ops.append(("swap", i, j))
+            infinite[i], infinite[j] = False, True
+            continue
+        ops.append(("cmp", i, j))
+    live = [False] * size
+    live[count // 2] = True
+    kept = []
+    for op, i, j in reversed(ops):
+        if op == "swap":
+            live[i], live[j] = live[j], live[i]
+            kept.append((op, i, j, False, False))
+        elif live[i] or live[j]:
+            kept.append((op, i, j, live[i], live[j]))
+            live[i] = live[j] = True
+    return tuple(reversed(kept))
 
 
 def centered_gradient(src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -249,8 +315,10 @@ def centered_gradient(src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 
 def forward_gradient(src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """tvl1flow.cpp ``forwardGradient``: ``s[x+1] - s[x]``, 0 on the last column / row."""
-    dx = F.pad(torch.diff(src, dim=2), (0, 1))
-    dy = F.pad(torch.diff(src, dim=1), (0, 0, 0, 1))
+    dx = torch.zeros_like(src)
+    dy = torch.zeros_like(src)
+    torch.sub(src[:, :, 1:], src[:, :, :-1], out=dx[:, :, :-1])
+    torch.sub(src[:, 1:], src[:, :-1], out=dy[:, :-1])
     return dx, dy
 
 
@@ -258,8 +326,12 @@ def divergence(v1: torch.Tensor, v2: torch.Tensor) -> torch.Tensor:
     """tvl1flow.cpp ``divergence`` (opencv_contrib 5.1.0, lines 854-902): backward differences
     ``(v1[x] - v1[x-1]) + (v2[y] - v2[y-1])`` inside and on the first row (``v2[-1]`` = 0), but
     ``(v1 + v2) - v2[y-1]`` on the first column and ``v1 + v2`` at (0, 0), in that order."""
-    v1x = torch.diff(v1, dim=2, prepend=torch.zeros_like(v1[:, :, :1]))
-    v2y = torch.diff(v2, dim=1, prepend=torch.zeros_like(v2[:, :1]))
-    out = v1x + v2y
-    first_col = (v1[:, 1:, 0] + v2[:, 1:, 0]) - v2[:, :-1, 0]
-    return torch.cat([out[:, :1], torch.cat([first_col[:, :, None], out[:, 1:, 1:]], dim=2)], dim=1)
+    v1x = torch.empty_like(v1)
+    v2y = torch.empty_like(v2)
+    torch.sub(v1[:, :, 1:], v1[:, :, :-1], out=v1x[:, :, 1:])
+    v1x[:, :, 0] = v1[:, :, 0]
+    torch.sub(v2[:, 1:], v2[:, :-1], out=v2y[:, 1:])
+    v2y[:, 0] = v2[:, 0]
+    out = v1x.add_(v2y)
+    out[:, 1:, 0] = (v1[:, 1:, 0] + v2[:, 1:, 0]) - v2[:, :-1, 0]
+    return out

@@ -13,7 +13,7 @@ ported: the torch backend refuses them.
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Callable, List, NamedTuple, Tuple
 
 import functools
 
@@ -89,7 +89,7 @@ def tvl1_flow_batch(prev: torch.Tensor, nxt: torch.Tensor, params: TVL1Params | 
     u2 = torch.zeros_like(i0s[-1])
     for s in range(len(sizes) - 1, -1, -1):
         u1, u2 = _one_scale(i0s[s], i1s[s], u1, u2, params, subpixel,
-                            _compiled_inner() if compile else _inner_iteration)
+                            _compiled_steps() if compile else _EAGER_STEPS)
         if s == 0:
             break
         h, w = sizes[s - 1]
@@ -100,7 +100,7 @@ def tvl1_flow_batch(prev: torch.Tensor, nxt: torch.Tensor, params: TVL1Params | 
 
 
 def _one_scale(i0: torch.Tensor, i1: torch.Tensor, u1: torch.Tensor, u2: torch.Tensor,
-               params: TVL1Params, subpixel: str, inner) -> Tuple[torch.Tensor, torch.Tensor]:
+               params: TVL1Params, subpixel: str, steps) -> Tuple[torch.Tensor, torch.Tensor]:
     """``procOneScale``: ``warps`` warpings, each outer/inner iterations until the pair converges."""
     b, h, w = i0.shape
     scaled_epsilon = float(torch.tensor(params.epsilon * params.epsilon * (h * w), dtype=torch.float32))
@@ -124,18 +124,18 @@ def _one_scale(i0: torch.Tensor, i1: torch.Tensor, u1: torch.Tensor, u2: torch.T
             if not bool(active.any()):
                 break
             if params.median_filtering > 1:
-                u1 = _where(active, ops.median_blur(u1, params.median_filtering), u1)
-                u2 = _where(active, ops.median_blur(u2, params.median_filtering), u2)
+                u1 = _where(active, steps.median(u1, params.median_filtering), u1)
+                u2 = _where(active, steps.median(u2, params.median_filtering), u2)
             for _ in range(params.inner_iterations):
                 if not bool(active.any()):
                     break
-                new_u1, new_u2, new_p, terms = inner(warped, u1, u2, p, l_t, theta, taut)
+                new_u1, new_u2, new_p, terms, total = steps.inner(warped, u1, u2, p, l_t, theta, taut)
                 if bool(active.all()):
                     u1, u2, p = new_u1, new_u2, new_p
                 else:  # converged pairs keep their state
                     u1, u2 = _where(active, new_u1, u1), _where(active, new_u2, u2)
                     p = [_where(active, n, o) for n, o in zip(new_p, p)]
-                active = active & _sum_exceeds(terms, scaled_epsilon)
+                active = active & _sum_exceeds(terms, total, scaled_epsilon)
     return u1, u2
 
 
@@ -143,14 +143,22 @@ def _where(active: torch.Tensor, new: torch.Tensor, old: torch.Tensor) -> torch.
     return torch.where(active[:, None, None], new, old)
 
 
+class _Steps(NamedTuple):
+    """The two steps run many times per pair: eager, or each compiled into one fused loop."""
+
+    inner: Callable
+    median: Callable
+
+
 @functools.cache
-def _compiled_inner():
-    return torch.compile(_inner_iteration, dynamic=True)
+def _compiled_steps() -> _Steps:
+    return _Steps(torch.compile(_inner_iteration, dynamic=True), torch.compile(ops.median_blur, dynamic=True))
 
 
 def _inner_iteration(warped, u1, u2, p, l_t: float, theta: float, taut: float):
     """One inner iteration: ``estimateV``, ``divergence``, ``estimateU``, ``forwardGradient``,
-    ``estimateDualVariables``. Returns the new u1, u2, p and each pair's summed squared update."""
+    ``estimateDualVariables``. Returns the new u1, u2, p, each pixel's squared update and each
+    pair's float64 sum of them (the stopping rule: :func:`_sum_exceeds`)."""
     i1wx, i1wy, grad, rho_c = warped
     p11, p12, p21, p22 = p
     # estimateV: thresholding step; the three cases as one coefficient on the warped gradient
@@ -167,6 +175,7 @@ def _inner_iteration(warped, u1, u2, p, l_t: float, theta: float, taut: float):
     new_u2 = v2 + theta * ops.divergence(p21, p22)
     du1, du2 = new_u1 - u1, new_u2 - u2
     terms = du1 * du1 + du2 * du2
+    total = terms.sum(dim=(1, 2), dtype=torch.float64)
     # forwardGradient, estimateDualVariables
     u1x, u1y = ops.forward_gradient(new_u1)
     u2x, u2y = ops.forward_gradient(new_u2)
@@ -174,7 +183,10 @@ def _inner_iteration(warped, u1, u2, p, l_t: float, theta: float, taut: float):
     ng2 = 1.0 + taut * _hypot(u2x, u2y)
     new_p = [(p11 + taut * u1x) / ng1, (p12 + taut * u1y) / ng1,
              (p21 + taut * u2x) / ng2, (p22 + taut * u2y) / ng2]
-    return new_u1, new_u2, new_p, terms
+    return new_u1, new_u2, new_p, terms, total
+
+
+_EAGER_STEPS = _Steps(_inner_iteration, ops.median_blur)
 
 
 def _hypot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -184,18 +196,17 @@ def _hypot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(x64 * x64 + y64 * y64).float()
 
 
-def _sum_exceeds(terms: torch.Tensor, threshold: float) -> torch.Tensor:
+def _sum_exceeds(terms: torch.Tensor, total: torch.Tensor, threshold: float) -> torch.Tensor:
     """Whether each pair's ``float error += terms[y, x]`` (estimateU: row-major, float32) exceeds
     ``threshold``, decided exactly as OpenCV's loop decides it.
 
     The stopping rule must round as OpenCV's sum does: a pairwise or float64 sum decides otherwise
     in a few iterations per video, and the flow then drifts (TV-L1 is not stable to such changes).
-    A float64 sum on the device decides whenever it is farther from the threshold than the float32
-    loop's rounding can move it (``(n - 1) 2^-24`` times the sum for ``n`` non-negative terms, with
+    ``total`` (each pair's float64 sum of ``terms``, computed on the device) decides whenever it is
+    farther from the threshold than the float32 loop's rounding can move it (``(n - 1) 2^-24`` times the sum for ``n`` non-negative terms, with
     a factor 2 to spare); the few pairs within that margin are summed in order on the CPU.
     """
     flat = terms.reshape(terms.shape[0], -1)
-    total = flat.sum(dim=1, dtype=torch.float64)
     margin = total * (2.0 * flat.shape[1] * 2.0 ** -24)
     exceeds = total > threshold
     close = (total - threshold).abs() <= margin
