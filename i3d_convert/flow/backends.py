@@ -28,8 +28,9 @@ BACKENDS = ("torch", "opencv")
 #: OpenCV's CPU Dual TV-L1 and OpenCV's CUDA one (a different algorithm: docs/features.md).
 ALGORITHMS = ("opencv-cpu", "opencv-cuda")
 
-#: Frame pairs per torch batch when ``batch_size`` is not given (CPU; CUDA sizes by memory).
-CPU_BATCH = 8
+#: Frame pairs per torch batch when ``batch_size`` is not given (CPU; CUDA sizes by memory): the
+#: fastest eager batch on 2 CPU cores (docs/benchmarks.md: 4 beat 1, 8 and 16 at 224x224 and 256x340).
+CPU_BATCH = 4
 #: Bytes of device memory one 1-pixel pair needs at the finest level (about 40 float32 buffers).
 _BYTES_PER_PIXEL = 40 * 4
 
@@ -76,7 +77,7 @@ def tvl1_flow(frames: Union[np.ndarray, torch.Tensor], params: Union[TVL1Params,
             for ``device`` (``"torch"`` for ``opencv-cuda``). Both give the same flow, bit for bit
             (docs/features.md), so the choice is one of speed.
         device: torch backend only: where the flow runs (default CPU).
-        batch_size: torch backend only: pairs per batch (default 8 on the CPU; on CUDA as many as
+        batch_size: torch backend only: pairs per batch (default 4 on the CPU; on CUDA as many as
             half the free memory holds).
         algorithm: ``"opencv-cpu"`` or ``"opencv-cuda"``; ``None``: ``opencv-cuda`` for
             ``TVL1CudaParams``, else ``opencv-cpu``. ``opencv-cuda`` runs on the torch backend only.
