@@ -17,8 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from i3d_convert.errors import I3DConvertError
+
 __all__ = [
     "INTER_TAB_SIZE",
+    "check_frame_pairs",
     "pyramid_size",
     "resize_linear",
     "remap_cubic",
@@ -32,6 +35,15 @@ __all__ = [
 #: (``INTER_BITS = 5``, ``INTER_TAB_SIZE = 1 << INTER_BITS``, imgproc/src/imgwarp.cpp).
 INTER_BITS = 5
 INTER_TAB_SIZE = 1 << INTER_BITS
+
+
+def check_frame_pairs(prev: torch.Tensor, nxt: torch.Tensor) -> None:
+    """Refuse (one line) frame pairs that are not two ``[B, H, W]`` uint8 or float32 tensors of one shape."""
+    if prev.shape != nxt.shape or prev.ndim != 3:
+        raise I3DConvertError(f"frame pairs must be two [B, H, W] tensors of one shape, got "
+                              f"{tuple(prev.shape)} and {tuple(nxt.shape)}")
+    if prev.dtype not in (torch.uint8, torch.float32) or nxt.dtype != prev.dtype:
+        raise I3DConvertError(f"frames must be uint8 (0..255) or float32 (0..1), got {prev.dtype}/{nxt.dtype}")
 
 
 def pyramid_size(height: int, width: int, scale: float) -> Tuple[int, int]:

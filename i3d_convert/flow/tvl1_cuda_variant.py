@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from i3d_convert.errors import I3DConvertError
+from i3d_convert.flow import ops
 
 __all__ = [
     "MIN_PYRAMID_SIDE",
@@ -248,11 +249,7 @@ def estimate_dual_variables(u: List[torch.Tensor], p: List[torch.Tensor], taut: 
 
 
 def _check(prev: torch.Tensor, nxt: torch.Tensor, params: TVL1CudaParams) -> None:
-    if prev.shape != nxt.shape or prev.ndim != 3:
-        raise I3DConvertError(f"frame pairs must be two [B, H, W] tensors of one shape, got "
-                              f"{tuple(prev.shape)} and {tuple(nxt.shape)}")
-    if prev.dtype not in (torch.uint8, torch.float32) or nxt.dtype != prev.dtype:
-        raise I3DConvertError(f"frames must be uint8 (0..255) or float32 (0..1), got {prev.dtype}/{nxt.dtype}")
+    ops.check_frame_pairs(prev, nxt)
     if params.use_initial_flow:
         raise I3DConvertError("the CUDA-variant TV-L1 takes no initial flow (use_initial_flow must be False)")
     if params.nscales < 1 or params.warps < 0 or params.iterations < 0:

@@ -43,11 +43,7 @@ def pyramid_sizes(height: int, width: int, params: TVL1Params) -> List[Tuple[int
 
 
 def _check(prev: torch.Tensor, nxt: torch.Tensor, params: TVL1Params) -> None:
-    if prev.shape != nxt.shape or prev.ndim != 3:
-        raise I3DConvertError(f"frame pairs must be two [B, H, W] tensors of one shape, got "
-                              f"{tuple(prev.shape)} and {tuple(nxt.shape)}")
-    if prev.dtype not in (torch.uint8, torch.float32) or nxt.dtype != prev.dtype:
-        raise I3DConvertError(f"frames must be uint8 (0..255) or float32 (0..1), got {prev.dtype}/{nxt.dtype}")
+    ops.check_frame_pairs(prev, nxt)
     if params.gamma != 0 or params.use_initial_flow:
         raise I3DConvertError("the torch TV-L1 backend implements gamma=0 and use_initial_flow=False "
                               "(OpenCV's defaults); use backend='opencv' for the others")
