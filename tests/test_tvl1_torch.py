@@ -441,3 +441,42 @@ def test_cli_features_flow_stream_runs_the_torch_backend_end_to_end(cli, synthet
     if hasattr(cv2, "optflow"):
         by_opencv = extract_features(model, flow_input(decoded, F.TVL1Params(), "opencv"), window=9).features
         np.testing.assert_array_equal(by_opencv, by_torch)  # the two backends' flows are the same bits
+
+
+@needs_optflow
+def test_cli_features_stream_both_with_either_backend_writes_the_same_bytes(cli, synthetic_checkpoint, tmp_path) -> None:
+    """``features --stream both`` on a folder, the whole two-stream recipe (flow on the resized frame,
+    then cropped): the torch backend's outputs are byte for byte the OpenCV backend's, and a rerun
+    with the other backend finds them current (one settings key)."""
+    import json
+
+    from i3d_convert.conversion.tf_to_torch import convert_to_file
+    from i3d_convert.io.video_write import write_test_video
+
+    base, _ = textured_pair(48, 64, seed=17)
+    frames = np.stack([np.roll(base[0], (k // 3, k), axis=(0, 1)) for k in range(10)])
+    (tmp_path / "videos").mkdir()
+    write_test_video(tmp_path / "videos" / "clip.mp4", np.repeat(frames[..., None], 3, -1), fps=25)
+    weights = {}
+    for release in ("rgb_imagenet", "flow_imagenet"):
+        weights[release] = tmp_path / f"{release}.safetensors"
+        convert_to_file(synthetic_checkpoint(release), weights[release])
+
+    def run(backend: str, out: str):
+        return cli("features", str(tmp_path / "videos"), "-o", str(tmp_path / out), "--stream", "both",
+                   "--flow-backend", backend, "--weights", str(weights["rgb_imagenet"]),
+                   "--flow-weights", str(weights["flow_imagenet"]), "--resize", "40", "--crop", "32",
+                   "--window", "8", "--device", "cpu", "--workers", "0", "--quiet")
+
+    for backend, out in (("torch", "by_torch"), ("opencv", "by_opencv")):
+        code, _, err = run(backend, out)
+        assert code == 0, err
+    got = {out: (tmp_path / out / "clip.mp4.safetensors").read_bytes() for out in ("by_torch", "by_opencv")}
+    assert got["by_torch"] == got["by_opencv"]
+    code, stdout, err = cli("features", str(tmp_path / "videos"), "-o", str(tmp_path / "by_torch"), "--stream",
+                            "both", "--flow-backend", "opencv", "--weights", str(weights["rgb_imagenet"]),
+                            "--flow-weights", str(weights["flow_imagenet"]), "--resize", "40", "--crop", "32",
+                            "--window", "8", "--device", "cpu", "--workers", "0", "--json")
+    assert code == 0, err
+    record = json.loads(stdout)
+    assert (record["computed"], record["skipped"]) == (0, 1)  # current: nothing recomputed
