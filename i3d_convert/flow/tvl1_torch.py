@@ -7,8 +7,10 @@ steps are listed in docs/features.md. Every pair keeps its own stopping rule (th
 loops stop when the pair's summed squared update falls to ``epsilon**2 * H * W``), so a batch gives
 the same flows as the pairs one at a time.
 
-Float32 throughout, as OpenCV. ``gamma`` (illumination term) and ``use_initial_flow`` are not
-ported: the torch backend refuses them.
+Float32 throughout in OpenCV's operation order (``hypot`` in double, as OpenCV), so the flow equals
+OpenCV's bit for bit on its portable code path (docs/features.md names the sources and the three
+details that make it equal). ``gamma`` (illumination term) and ``use_initial_flow`` are not ported:
+the torch backend refuses them.
 """
 
 from __future__ import annotations
@@ -64,15 +66,16 @@ def tvl1_flow_batch(prev: torch.Tensor, nxt: torch.Tensor, params: TVL1Params | 
         prev, nxt: ``[B, H, W]`` gray frames, uint8 (0..255) or float32 (0..1, scaled by 255
             as OpenCV does), on any device.
         params: OpenCV's parameters (default :class:`TVL1Params()`, OpenCV's defaults).
-        subpixel: the warp's sub-pixel rule (:func:`ops.remap_cubic`): ``"float"`` as OpenCV
-            >= 4.11 / 5.x, ``"table"`` (1/32 pixel) as OpenCV <= 4.10.
-        compile: run the inner iteration through ``torch.compile`` (one fused loop instead of about
-            40 kernels; the same float32 results, measured bit-identical on the CPU; the first call
+        subpixel: the warp's sub-pixel rule (:func:`ops.remap_cubic`): ``"float"`` as OpenCV 5.x
+            (checked: 5.1.0), ``"table"`` (1/32 pixel) as OpenCV <= 4.10.
+        compile: run the inner iteration and the median through ``torch.compile`` (fused loops
+            instead of about 40 and 200 kernels; the same bits, tested; the first call of a process
             compiles for about a minute).
 
     Returns:
         float32 ``[B, H, W, 2]`` on the input's device: channel 0 = x, 1 = y, in pixels, such that
-        ``prev(y, x) ~ nxt(y + flow_y, x + flow_x)``.
+        ``prev(y, x) ~ nxt(y + flow_y, x + flow_x)``; equal bit for bit to ``cv2.optflow``'s flow on
+        OpenCV's portable path (:func:`i3d_convert.flow.tvl1.portable_opencv`).
     """
     params = params or TVL1Params()
     _check(prev, nxt, params)
