@@ -13,8 +13,7 @@ Public API::
     verify(...)                  run TensorFlow and PyTorch side by side, per endpoint
     WEIGHTS[name]                the release registry: source, identity, metadata, input transform
     i3d(name, pretrained=True)   a model from a known release (downloaded, converted, cached) or weights=FILE
-    tvl1_flow(frames, ...)       DeepMind's TV-L1 flow [T-1, H, W, 2] (backend "opencv" or "torch", batched, any device;
-                                 algorithm "opencv-cpu" or "opencv-cuda")
+    tvl1_flow(frames, ...)       DeepMind's TV-L1 flow [T-1, H, W, 2]: OpenCV or its bit-exact torch port, or OpenCV's CUDA variant
 
 TensorFlow is never imported by this package except by ``i3d_convert.reference`` (through ``i3d_convert.reference.tf_runtime``)
 (the ``[tf]`` extra), which is loaded only for parity checks.

@@ -250,7 +250,7 @@ def median_blur(src: torch.Tensor, ksize: int) -> torch.Tensor:
     padded = F.pad(src[:, None], (r, r, r, r), mode="replicate")[:, 0]
     _, h, w = src.shape
     wires = [padded[:, i:i + h, j:j + w] for i in range(ksize) for j in range(ksize)]
-    for op, i, j, need_min, need_max in _median_network(ksize * ksize):
+    for op, i, j, need_min, need_max in _MEDIAN_NETWORKS[ksize]:
         if op == "swap":
             wires[i], wires[j] = wires[j], wires[i]
             continue
@@ -283,7 +283,6 @@ def _batcher_network(n: int):
     return list(sort(0, n))
 
 
-@functools.lru_cache(maxsize=None)
 def _median_network(count: int):
     """The operations that leave the median of ``count`` (odd) values on wire ``count // 2``.
 
@@ -313,6 +312,11 @@ def _median_network(count: int):
             kept.append((op, i, j, live[i], live[j]))
             live[i] = live[j] = True
     return tuple(reversed(kept))
+
+
+#: The networks for OpenCV's float median sizes, built once (a plain dict, so that torch.compile
+#: traces the loop over a constant).
+_MEDIAN_NETWORKS = {k: _median_network(k * k) for k in (3, 5)}
 
 
 def centered_gradient(src: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
