@@ -242,8 +242,8 @@ def median_blur(src: torch.Tensor, ksize: int) -> torch.Tensor:
     ``ksize x ksize`` window with replicated borders.
 
     Computed by a selection network of elementwise minima and maxima over the window's shifted
-    views (:func:`_median_network`), which is exact (a median selects one of the values) and about
-    ten times faster than sorting a stack of the ``ksize^2`` views."""
+    views (:func:`_median_network`), which is exact (a median selects one of the values) and was
+    measured 6.5 times faster than sorting a stack of the ``ksize^2`` views (one 224x224 pair, 2 cores)."""
     if ksize not in (3, 5):
         raise ValueError(f"float median filter supports ksize 3 or 5 (as OpenCV), got {ksize}")
     r = ksize // 2
