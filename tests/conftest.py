@@ -47,6 +47,16 @@ def requires_shared(path: Path) -> None:
                 f"which CI provides (or set I3D_SHARED_FIXTURES)")
 
 
+def key_without_code_path(settings) -> str:
+    """A FeatureSettings' key without ``tvl1_path`` (the OpenCV code path flow outputs record since
+    the portable path), to compare with keys computed before that field existed."""
+    import hashlib
+    import json
+
+    record = {k: v for k, v in settings.describe().items() if k not in ("batch_size", "tvl1_path")}
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
 @pytest.fixture(scope="session")
 def synthetic_checkpoint(tmp_path_factory) -> Callable[[str], Path]:
     """``synthetic_checkpoint(release, seed=0)`` -> prefix of a calibrated synthetic checkpoint (cached)."""

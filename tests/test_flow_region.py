@@ -3,10 +3,6 @@ and the MediaPipe Kinetics recipe's frames and flow storage against independent 
 
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -16,8 +12,10 @@ from i3d_convert.dataset.mediapipe import flow_to_image, image_to_flow, jpeg_rou
 from i3d_convert.dataset.recipe import FeatureSettings, recipe_settings, video_inputs
 from i3d_convert.dataset.streaming import VideoWindows, crop_inputs
 from i3d_convert.errors import I3DConvertError
+from i3d_convert.flow.tvl1 import portable_opencv
 from i3d_convert.io.video_decode import DecodeOptions, decode
 from i3d_convert.io.video_write import write_test_video
+from conftest import key_without_code_path
 from test_streaming import DECODE, run, sliding_frames, video, weights, whole_video  # noqa: F401  (fixtures)
 
 needs_tvl1 = pytest.mark.skipif(not hasattr(cv2, "optflow"), reason="needs opencv-contrib's TV-L1")
@@ -28,12 +26,8 @@ def opencv_flow_input(frames: np.ndarray) -> np.ndarray:
     code path (as the package runs it), ``clip(-20, 20) / 20``."""
     gray = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames]
     algo = cv2.optflow.DualTVL1OpticalFlow_create()
-    was = cv2.useOptimized()
-    cv2.setUseOptimized(False)
-    try:
+    with portable_opencv():
         fields = [algo.calc(a, b, None) for a, b in zip(gray[:-1], gray[1:])]
-    finally:
-        cv2.setUseOptimized(was)
     return np.clip(np.stack(fields), -20, 20) / np.float32(20)
 
 
@@ -45,15 +39,9 @@ OLD_KEYS = {("both", "center"): "96e4a29cf28e7f0696942722f13dfcb41a04b47c04abcf0
             ("rgb", "center"): "60c894adb43d98c5ae5e25df6ff3dae75fd63e76b4bbbe18cad792bc2047ab8b"}
 
 
-def _key_without_code_path(settings: FeatureSettings) -> str:
-    """The key without ``tvl1_path`` (the recorded OpenCV code path, new with the portable path)."""
-    record = {k: v for k, v in settings.describe().items() if k not in ("batch_size", "tvl1_path")}
-    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
-
-
 def test_crop_first_flow_keeps_the_keys_outputs_were_made_with_and_the_default_order_changes_them():
     for (stream, crops), key in OLD_KEYS.items():
-        assert _key_without_code_path(FeatureSettings(stream=stream, crops=crops, flow_region="crop")) == key
+        assert key_without_code_path(FeatureSettings(stream=stream, crops=crops, flow_region="crop")) == key
     assert FeatureSettings(stream="rgb").key() == OLD_KEYS[("rgb", "center")]  # RGB has no flow order
     for stream, crops in (("both", "center"), ("flow", "ten")):
         default = FeatureSettings(stream=stream, crops=crops)

@@ -9,9 +9,6 @@ by its error to known motion next to OpenCV's CPU algorithm.
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -396,11 +393,8 @@ def test_public_api_runs_the_cuda_algorithm_by_name_or_by_params() -> None:
 
 
 def test_feature_settings_keep_the_default_key_and_record_the_cuda_algorithm() -> None:
+    from conftest import key_without_code_path
     from i3d_convert.dataset.recipe import FeatureSettings, flow_input
-
-    def key_without_code_path(settings: FeatureSettings) -> str:
-        record = {k: v for k, v in settings.describe().items() if k not in ("batch_size", "tvl1_path")}
-        return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
 
     default = FeatureSettings(stream="flow", flow_region="crop")
     # the keys main had before the algorithm existed (same settings, crop-first flow as then); only

@@ -117,9 +117,9 @@ def tvl1_flow(frames: Union[np.ndarray, torch.Tensor], params: Union[TVL1Params,
         raise I3DConvertError(f"batch_size must be at least 1, got {batch_size}")
     out = np.empty((pairs,) + gray.shape[1:] + (2,), dtype=np.float32)
     frames_t = torch.from_numpy(gray)
+    extra = {"compile": True} if compile and algorithm == "opencv-cpu" else {}
     for start in range(0, pairs, step):
         stop = min(start + step, pairs)
         chunk = frames_t[start:stop + 1].to(dev)
-        extra = {"compile": True} if compile and algorithm == "opencv-cpu" else {}
         out[start:stop] = tvl1_flow_batch(chunk[:-1], chunk[1:], params, **extra).cpu().numpy()
     return out

@@ -215,6 +215,8 @@ def tvl1_flow(
             local.algo = params.create()
         out[t] = tvl1_flow_pair(gray[t], gray[t + 1], _algo=local.algo)
 
+    # The flag is process-wide: held around all threads, so that one pair finishing cannot restore
+    # the default path while another is still computing (each pair's own scope then keeps it off).
     with portable_opencv(), ThreadPoolExecutor(max_workers=workers) as ex:
         list(ex.map(work, range(n)))
     return out
